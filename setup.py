@@ -1,0 +1,38 @@
+"""deeplab_tf: DeepLabv3 (Chen et al., 2017) in TensorFlow 2 / Keras 3."""
+
+import setuptools
+
+setuptools.setup(
+    name="deeplab_tf",
+    version="0.1.0",
+    description="DeepLabv3 semantic segmentation in TensorFlow 2 / Keras 3, as the paper describes it.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["deeplab_tf", "deeplab_tf.*", "datasets", "experiments"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-datasets>=4.9",
+        "numpy",
+        "absl-py",
+        "pillow",
+        # SBD ships its masks as MATLAB .mat files.
+        "scipy",
+        # Experiment configs are plain Python files with get_config(), overridable by flags.
+        "ml_collections",
+        # COCO polygons / RLE -> masks, the reference decoder.
+        "pycocotools",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout"],
+    },
+    entry_points={
+        "console_scripts": [
+            "deeplab-train=deeplab_tf.cli.train:run",
+            "deeplab-eval=deeplab_tf.cli.eval:run",
+            "deeplab-vis=deeplab_tf.cli.vis:run",
+            "deeplab-export=deeplab_tf.cli.export:run",
+            "deeplab-demo=deeplab_tf.cli.demo:run",
+        ],
+    },
+)
