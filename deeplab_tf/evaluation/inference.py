@@ -1,0 +1,137 @@
+"""Inference on whole images: multi-scale inputs, left-right flips, sliding windows (section 4.2).
+
+`predict` is the one inference path that evaluation, visualisation and export share. It follows the
+original release's order of operations: for each scale the image is resized bilinearly, the model
+runs (and runs again on the left-right flipped image, whose logits are flipped back), each pass's
+logits are resized bilinearly to the input size, turned into probabilities by a softmax, and the
+probabilities of all passes are averaged ("we compute as the final result the average probabilities
+from each scale and flipped images").
+
+A model is any callable ``model(images, training=False)`` taking float32 RGB images [B, H, W, 3] in
+0..255 and returning logits [B, h, w, C] (normally at the input size, h, w = H, W).
+"""
+
+import tensorflow as tf
+
+
+def resize_bilinear(images, size):
+    """Bilinear resize with corners aligned, as the original release resized images and logits.
+
+    Corner alignment maps pixel i of an n-pixel axis onto (i * (m - 1) / (n - 1)) of an m-pixel
+    one, so an image of size 32k+1 scaled by `scaled_size` keeps its pixel centres on the grid.
+    """
+    return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True, half_pixel_centers=False)
+
+
+def scaled_size(size, scale):
+    """Size of an axis of `size` pixels at `scale`: floor((size - 1) * scale + 1), as the release did.
+
+    Scaling the distance between the first and last pixel, rather than the pixel count, keeps sizes of
+    the form k * output_stride + 1 (513, 769) in that form for the usual scales (0.5: 513 -> 257,
+    0.75: 513 -> 385). Works on Python ints and on int32 tensors (dynamic sizes).
+    """
+    return tf.cast((tf.cast(size, tf.float32) - 1.0) * scale + 1.0, tf.int32)
+
+
+def _window_starts(size, window, stride):
+    """Offsets of windows covering [0, size): every `stride` pixels, the last flush with the end."""
+    extra = tf.maximum(size - window, 0)
+    count = (extra + stride - 1) // stride + 1
+    return tf.minimum(tf.range(count) * stride, extra)
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def sliding_window_logits(model, images, *, window_size, stride=None):
+    """Logits of overlapping window tiles, averaged where tiles overlap, at the input size.
+
+    Bounds the model's memory to one `window_size` tile per image (tiles run one after the other),
+    for images larger than that, e.g. full-resolution Cityscapes at output stride 8. An image no
+    larger than the window is a single tile, so the result then equals ``model(images)``.
+
+    Args:
+        model: the segmentation model (logits at its input size).
+        images: float32 [B, H, W, 3]; any, also dynamic, size.
+        window_size: tile size, an int or (height, width).
+        stride: distance between tile origins, an int or (height, width); default two thirds of the
+            window (rounded up), i.e. neighbouring tiles overlap by a third.
+    """
+    images = tf.cast(images, tf.float32)
+    window = _pair(window_size)
+    stride = _pair(stride) if stride is not None else tuple(-(-2 * w // 3) for w in window)
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    tile_height, tile_width = tf.minimum(window[0], height), tf.minimum(window[1], width)
+    rows = _window_starts(height, window[0], stride[0])
+    columns = _window_starts(width, window[1], stride[1])
+    num_columns = tf.size(columns)
+
+    def tile(index):
+        """Logits of tile `index` and its coverage count, zero-padded to the image size."""
+        top, left = rows[index // num_columns], columns[index % num_columns]
+        logits = model(images[:, top:top + tile_height, left:left + tile_width], training=False)
+        padding = [[0, 0], [top, height - top - tile_height], [left, width - left - tile_width], [0, 0]]
+        coverage = tf.ones([1, tile_height, tile_width, 1])
+        return tf.pad(tf.cast(logits, tf.float32), padding), tf.pad(coverage, padding)
+
+    def accumulate(index, logits_sum, coverage_sum):
+        logits, coverage = tile(index)
+        return index + 1, logits_sum + logits, coverage_sum + coverage
+
+    # One tile at a time (parallel_iterations=1) is what bounds the memory.
+    _, logits_sum, coverage_sum = tf.while_loop(
+        lambda index, *_: index < tf.size(rows) * num_columns,
+        accumulate,
+        (1, *tile(0)),
+        parallel_iterations=1,
+    )
+    logits = logits_sum / coverage_sum
+    logits.set_shape(images.shape[:3].concatenate(logits.shape[3:]))
+    return logits
+
+
+def predict(model, images, *, scales=(1.0,), flip=False, output="labels", window_size=None):
+    """Class labels or probabilities at the input size, averaged over scales and flips.
+
+    With ``scales=(1.0,)`` and no flip this is exactly single-scale inference: the labels are the
+    argmax of the model's logits. Runs eagerly or inside `tf.function`, also traced with dynamic
+    shapes ([None, None, None, 3]).
+
+    Args:
+        model: callable ``model(images, training=False)`` -> logits [B, h, w, C].
+        images: [B, H, W, 3] RGB in 0..255 (cast to float32).
+        scales: input scales; each is resized to `scaled_size` (paper: 0.5, 0.75, ..., 1.75).
+        flip: also run the left-right flipped images and average them in.
+        output: "labels" (int32 [B, H, W]) or "probabilities" (float32 [B, H, W, C]).
+        window_size: if set, run the model on overlapping tiles of this size
+            (`sliding_window_logits`) instead of the whole (scaled) image.
+    """
+    if output not in ("labels", "probabilities"):
+        raise ValueError(f"output must be 'labels' or 'probabilities', got {output!r}")
+    if not scales or any(scale <= 0 for scale in scales):
+        raise ValueError(f"scales must be positive numbers, got {scales!r}")
+    images = tf.cast(images, tf.float32)
+    size = tf.shape(images)[1:3]
+
+    def run(inputs):
+        if window_size is None:
+            return tf.cast(model(inputs, training=False), tf.float32)
+        return sliding_window_logits(model, inputs, window_size=window_size)
+
+    passes = []
+    for scale in scales:
+        scaled = images if scale == 1.0 else resize_bilinear(images, scaled_size(size, scale))
+        passes.append(run(scaled))
+        if flip:
+            passes.append(tf.reverse(run(tf.reverse(scaled, axis=[2])), axis=[2]))
+    logits = [resize_bilinear(pass_logits, size) for pass_logits in passes]
+
+    if output == "labels" and len(logits) == 1:
+        # Softmax is monotonic; skipping it keeps single-scale labels bit-exact (no rounding ties).
+        return tf.argmax(logits[0], axis=-1, output_type=tf.int32)
+    probabilities = tf.add_n([tf.nn.softmax(x) for x in logits]) / len(logits)
+    if output == "probabilities":
+        return probabilities
+    return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
