@@ -13,14 +13,10 @@ A model is any callable ``model(images, training=False)`` taking float32 RGB ima
 
 import tensorflow as tf
 
-
-def resize_bilinear(images, size):
-    """Bilinear resize with corners aligned, as the original release resized images and logits.
-
-    Corner alignment maps pixel i of an n-pixel axis onto (i * (m - 1) / (n - 1)) of an m-pixel
-    one, so an image of size 32k+1 scaled by `scaled_size` keeps its pixel centres on the grid.
-    """
-    return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True, half_pixel_centers=False)
+# Corner-aligned bilinear resizing, as the original release resized images and logits: pixel i of an
+# n-pixel axis lands on i * (m - 1) / (n - 1) of an m-pixel one, so with `scaled_size` an image of
+# size 32k+1 keeps its pixel centres on the grid at every scale.
+from deeplab_tf.modeling.layers import resize_bilinear
 
 
 def scaled_size(size, scale):
@@ -49,7 +45,9 @@ def sliding_window_logits(model, images, *, window_size, stride=None):
 
     Bounds the model's memory to one `window_size` tile per image (tiles run one after the other),
     for images larger than that, e.g. full-resolution Cityscapes at output stride 8. An image no
-    larger than the window is a single tile, so the result then equals ``model(images)``.
+    larger than the window is a single tile, so the result then equals ``model(images)``. Each tile
+    is segmented on its own: DeepLabV3's image-level pooling sees the tile, not the whole image, so
+    choose the largest window memory allows (of size 32k + 1, e.g. 513 or 769).
 
     Args:
         model: the segmentation model (logits at its input size).
