@@ -49,14 +49,19 @@ class ASPP(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         self._conv_kwargs = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
                                  weight_decay=weight_decay)
-        self.branches = [ConvBN(filters, 1, name="aspp0", **self._conv_kwargs)] + [
-            ConvBN(filters, 3, rate=rate, name=f"aspp{i + 1}", **self._conv_kwargs)
-            for i, rate in enumerate(self.atrous_rates)
-        ]
+        # One attribute per branch: TF checkpoints track attributes, not Keras' tracked lists.
+        for i, rate in enumerate((1,) + self.atrous_rates):
+            setattr(self, f"aspp{i}", ConvBN(filters, 1 if i == 0 else 3, rate=rate, name=f"aspp{i}",
+                                             **self._conv_kwargs))
         self.pooling_conv = (
             ConvBN(filters, 1, name="image_pooling", **self._conv_kwargs) if image_pooling else None)
         self.projection = ConvBN(filters, 1, name="projection", **self._conv_kwargs)
         self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
+
+    @property
+    def branches(self):
+        """The 1x1 branch and the atrous 3x3 branches, in order."""
+        return [getattr(self, f"aspp{i}") for i in range(len(self.atrous_rates) + 1)]
 
     def build(self, input_shape):
         for branch in self.branches:

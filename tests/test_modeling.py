@@ -1,0 +1,174 @@
+"""The DeepLabv3 network: parameter counts, output strides, atrous rates and section 3.1's equivalence."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_tf.modeling import DeepLabV3, resnet_v1_backbone, unit_specs
+from deeplab_tf.modeling.aspp import ASPP, default_atrous_rates
+from deeplab_tf.modeling.resnet import BottleneckUnit
+
+
+def _trainable_count(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
+def test_parameter_count_matches_reference_implementations():
+    # 58,040,661: TF Model Garden's and torchvision's count for R101 + ASPP(256) + 21-class logits.
+    model = DeepLabV3(num_classes=21, backbone="resnet_v1_101", output_stride=16)
+    assert _trainable_count(model) == 58_040_661
+    # The beta stem (3x3 convs 64/2, 64, 128) adds 123,776: its convs and BN minus the 7x7 stem's,
+    # plus block1/unit_1 reading 128 instead of 64 channels (conv1 + shortcut).
+    beta = DeepLabV3(num_classes=21, backbone="resnet_v1_101_beta", output_stride=16)
+    assert _trainable_count(beta) == 58_164_437
+
+
+@pytest.mark.parametrize("output_stride,size", [(32, 17), (16, 33), (8, 65)])
+def test_feature_map_size_at_513(output_stride, size):
+    backbone = resnet_v1_backbone("resnet_v1_50", output_stride=output_stride)
+    assert backbone(tf.zeros([1, 513, 513, 3])).shape == (1, size, size, 2048)
+
+
+def test_logits_at_input_size_for_any_size():
+    model = DeepLabV3(num_classes=21, backbone="resnet_v1_50", output_stride=16)
+    assert model(tf.zeros([1, 513, 513, 3])).shape == (1, 513, 513, 21)
+    assert model(tf.zeros([2, 375, 500, 3])).shape == (2, 375, 500, 21)
+    assert model(tf.zeros([1, 65, 47, 3])).dtype == tf.float32
+
+
+def _rates(specs, block):
+    return [(s.stride, s.rate) for s in specs if s.block == block]
+
+
+def test_rates_at_output_stride_16_and_8():
+    os16 = unit_specs(101, output_stride=16)
+    assert _rates(os16, "block2")[-1] == (2, 1)
+    assert _rates(os16, "block3") == [(1, 1)] * 23  # Its stride became the rate of what follows.
+    assert _rates(os16, "block4") == [(1, 2)] * 3
+    os8 = unit_specs(101, output_stride=8)
+    assert _rates(os8, "block1")[-1] == (2, 1)
+    assert _rates(os8, "block2") == [(1, 1)] * 4
+    assert _rates(os8, "block3") == [(1, 2)] * 23
+    assert _rates(os8, "block4") == [(1, 4)] * 3
+    os32 = unit_specs(50, output_stride=32)
+    assert [s.stride for s in os32] == [1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1]
+    assert {s.rate for s in os32} == {1}
+
+
+def test_rates_with_multi_grid():
+    # Section 3.2: output stride 16 and multi-grid (1, 2, 4) give rates 2 * (1, 2, 4) in block4.
+    assert _rates(unit_specs(50, output_stride=16, multi_grid=(1, 2, 4)), "block4") == [(1, 2), (1, 4), (1, 8)]
+    assert _rates(unit_specs(50, output_stride=8, multi_grid=(1, 2, 4)), "block4") == [(1, 4), (1, 8), (1, 16)]
+    assert _rates(unit_specs(50, output_stride=32, multi_grid=(1, 2, 1)), "block4") == [(1, 1), (1, 2), (1, 1)]
+
+
+def test_rates_with_cascaded_blocks():
+    specs = unit_specs(50, output_stride=16, multi_grid=(1, 2, 1), num_cascaded_blocks=3)
+    assert [s.block for s in specs[-12:]] == ["block4"] * 3 + ["block5"] * 3 + ["block6"] * 3 + ["block7"] * 3
+    # block4's stride (its last unit) now doubles the rate of block5, and so on (Fig. 3(b)).
+    assert _rates(specs, "block4") == [(1, 2), (1, 4), (1, 2)]
+    assert _rates(specs, "block5") == [(1, 4), (1, 8), (1, 4)]
+    assert _rates(specs, "block6") == [(1, 8), (1, 16), (1, 8)]
+    assert _rates(specs, "block7") == [(1, 16), (1, 32), (1, 16)]
+    # Without atrous convolution the cascade reaches output stride 256 (Table 1), block7 has stride 1.
+    plain = unit_specs(50, output_stride=256, num_cascaded_blocks=3)
+    assert [s.stride for s in plain[-12:]] == [1, 1, 2] * 3 + [1, 1, 1]
+    assert {s.rate for s in plain} == {1}
+
+
+def test_model_layers_carry_the_specified_rates():
+    model = DeepLabV3(num_classes=5, backbone="resnet_v1_50", output_stride=8, multi_grid=(1, 2, 4),
+                      num_cascaded_blocks=1)
+    units = {layer.name: layer for layer in model.backbone.layers if isinstance(layer, BottleneckUnit)}
+    for spec in unit_specs(50, output_stride=8, multi_grid=(1, 2, 4), num_cascaded_blocks=1):
+        conv2 = units[spec.name].conv2.conv
+        assert (conv2.strides, conv2.rate) == (spec.stride, spec.rate), spec.name
+    aspp = model.get_layer("aspp")
+    assert [b.conv.rate for b in aspp.branches] == [1, 12, 24, 36]
+    assert model.backbone(tf.zeros([1, 65, 65, 3])).shape == (1, 9, 9, 2048)
+
+
+def test_aspp_rates_follow_output_stride():
+    assert default_atrous_rates(16) == (6, 12, 18)
+    assert default_atrous_rates(8) == (12, 24, 36)
+    assert default_atrous_rates(16, (6, 12, 18, 24)) == (6, 12, 18, 24)
+    with pytest.raises(ValueError, match="atrous_rates"):
+        default_atrous_rates(64)
+    aspp = ASPP((6, 12, 18, 24))  # Table 5's extra rate-24 branch.
+    features = tf.random.normal([1, 9, 9, 32])
+    assert aspp(features).shape == (1, 9, 9, 256)
+    assert len(aspp.branches) == 5
+
+
+def test_invalid_configurations_are_clear_errors():
+    with pytest.raises(ValueError, match="output_stride=64"):
+        unit_specs(50, output_stride=64)
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        DeepLabV3(num_classes=2, backbone="resnet_v2_50")
+    with pytest.raises(ValueError, match="Unknown head"):
+        DeepLabV3(num_classes=2, backbone="resnet_v1_50", head="psp")
+    with pytest.raises(ValueError, match="multi_grid"):
+        unit_specs(50, output_stride=256, num_cascaded_blocks=3, multi_grid=(1, 2, 4))
+
+
+def test_no_space_to_batch_in_the_traced_os8_graph():
+    model = DeepLabV3(num_classes=21, backbone="resnet_v1_50", output_stride=8, multi_grid=(1, 2, 4))
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, None, None, 3], tf.float32))
+    ops = set()
+    for function in [concrete.graph] + [f.graph for f in concrete.graph._functions.values() if hasattr(f, "graph")]:
+        ops.update(op.type for op in function.get_operations())
+    assert "Conv2D" in ops
+    assert not {"SpaceToBatchND", "BatchToSpaceND"} & ops
+
+
+def _randomize_batch_norm(model, seed=0):
+    """Random BN statistics so that inference mode is a real test, not an identity."""
+    rng = np.random.default_rng(seed)
+    for variable in model.non_trainable_variables:
+        if "moving_mean" in variable.path:
+            variable.assign(rng.normal(0, 0.1, variable.shape).astype(np.float32))
+        elif "moving_variance" in variable.path:
+            variable.assign(rng.uniform(0.5, 2.0, variable.shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("multi_grid", [None, (1, 2, 4)])
+def test_atrous_equivalence_with_output_stride_32(multi_grid):
+    """Section 3.1: atrous convolution computes the OS-32 responses densely, exactly."""
+    images = tf.random.uniform([1, 513, 513, 3], 0, 255, seed=1)
+    reference = resnet_v1_backbone("resnet_v1_50", output_stride=32, multi_grid=multi_grid)
+    _randomize_batch_norm(reference)
+    coarse = reference(images, training=False).numpy()
+    scale = np.abs(coarse).max()
+    for output_stride in (16, 8):
+        dense_model = resnet_v1_backbone("resnet_v1_50", output_stride=output_stride, multi_grid=multi_grid)
+        dense_model.set_weights(reference.get_weights())
+        dense = dense_model(images, training=False).numpy()
+        step = 32 // output_stride
+        assert dense.shape[1] == (coarse.shape[1] - 1) * step + 1
+        np.testing.assert_allclose(dense[:, ::step, ::step], coarse, atol=1e-4 * scale)
+
+
+def test_weights_trained_at_os16_load_at_os8(tmp_path):
+    trained = DeepLabV3(num_classes=3, backbone="resnet_v1_50", output_stride=16)
+    _randomize_batch_norm(trained)
+    path = tf.train.Checkpoint(model=trained).save(str(tmp_path / "ckpt"))
+    evaluated = DeepLabV3(num_classes=3, backbone="resnet_v1_50", output_stride=8)
+    tf.train.Checkpoint(model=evaluated).restore(path).assert_existing_objects_matched()
+    for a, b in zip(trained.weights, evaluated.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert evaluated.get_layer("aspp").atrous_rates == (12, 24, 36)
+
+
+def test_config_round_trip_and_cascade_head():
+    model = DeepLabV3(num_classes=4, backbone="resnet_v1_50_beta", output_stride=64, num_cascaded_blocks=2,
+                      head="cascade", multi_grid=(1, 2, 1), weight_decay=1e-4)
+    clone = DeepLabV3.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    assert len(clone.weights) == len(model.weights)
+    assert model(tf.zeros([1, 97, 97, 3])).shape == (1, 97, 97, 4)
+    # One L2 term per convolution kernel (backbone + logits), TF-slim's wd * sum(w^2) / 2.
+    kernels = [v for v in model.trainable_weights if v.path.endswith("kernel")]
+    assert len(model.losses) == len(kernels)
+    expected = sum(1e-4 * float(tf.reduce_sum(k ** 2)) / 2 for k in kernels)
+    assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-4)
