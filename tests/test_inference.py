@@ -48,7 +48,8 @@ def flip(x):
 
 
 def test_scaled_size_keeps_32k_plus_1_sizes():
-    assert [int(inference.scaled_size(513, s)) for s in (0.5, 0.75, 1.0, 1.25, 1.75)] == [257, 385, 513, 641, 897]
+    sizes = [int(inference.scaled_size(513, s)) for s in (0.5, 0.75, 1.0, 1.25, 1.75)]
+    assert sizes == [257, 385, 513, 641, 897]
     assert int(inference.scaled_size(49, 0.75)) == 37
 
 
@@ -71,7 +72,8 @@ def test_single_scale_without_flip_is_exactly_single_scale_inference(model):
 def test_multi_scale_runs_each_scale_and_flip_at_the_documented_sizes(model):
     recorder = Recorder(model)
     scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-    probabilities = inference.predict(recorder, random_images(), scales=scales, flip=True, output="probabilities")
+    probabilities = inference.predict(recorder, random_images(), scales=scales, flip=True,
+                                      output="probabilities")
     assert recorder.sizes == [size for size in [(33, 25), (49, 37), (65, 49), (81, 61), (97, 73), (113, 85)]
                               for _ in range(2)]
     assert probabilities.shape == (2, 65, 49, NUM_CLASSES)
@@ -103,8 +105,8 @@ def test_flip_symmetric_model_gives_the_same_result_flipped():
     symmetric = tiny_model(symmetric=True, seed=1)
     images = random_images()
     plain = inference.predict(symmetric, images, output="probabilities").numpy()
-    np.testing.assert_allclose(flip(inference.predict(symmetric, flip(images), output="probabilities")), plain,
-                               atol=1e-6)
+    of_flipped = inference.predict(symmetric, flip(images), output="probabilities")
+    np.testing.assert_allclose(flip(of_flipped), plain, atol=1e-6)
     flipped = inference.predict(symmetric, images, flip=True, output="probabilities").numpy()
     np.testing.assert_allclose(flipped, plain, atol=1e-6)
     # A left-right symmetric image gets a left-right symmetric segmentation.

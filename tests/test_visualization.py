@@ -39,7 +39,8 @@ def test_ade20k_colormap():
 
 
 def test_get_colormap_names_and_user_palettes(tmp_path):
-    np.testing.assert_array_equal(visualization.get_colormap("Cityscapes"), visualization.cityscapes_colormap())
+    np.testing.assert_array_equal(visualization.get_colormap("Cityscapes"),
+                                  visualization.cityscapes_colormap())
     user = visualization.get_colormap([[1, 2, 3], [4, 5, 6]])
     assert user.shape == (256, 3) and user[1].tolist() == [4, 5, 6] and not user[2:].any()
     path = tmp_path / "palette.json"
