@@ -93,6 +93,9 @@ def test_absent_classes_are_excluded_from_the_means_and_never_nan():
     assert result["frequency_weighted_iou"] == pytest.approx(4 / 6 * 0.75 + 2 / 6 * 1.0)
     assert [c["pixels"] for c in result["per_class"]] == [4, 0, 0, 2]
     assert json.loads(metrics.metrics_to_json(result))["per_class"][2]["iou"] is None
+    scalars = metrics.summary_scalars(result)
+    assert scalars["mean_iou"] == result["mean_iou"] and scalars["iou/b"] == 0.0
+    assert "iou/c" not in scalars and "accuracy/b" not in scalars
 
 
 def test_empty_or_malformed_confusion_is_an_error():

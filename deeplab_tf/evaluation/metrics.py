@@ -126,6 +126,17 @@ def format_metrics_table(metrics):
     return "\n".join(lines)
 
 
+def summary_scalars(metrics):
+    """Flat {tag: value} for TensorBoard: the four scores and each defined per-class IoU/accuracy."""
+    scalars = {key: metrics[key] for key in
+               ("mean_iou", "pixel_accuracy", "mean_accuracy", "frequency_weighted_iou")}
+    for entry in metrics["per_class"]:
+        for key in ("iou", "accuracy"):
+            if entry[key] is not None:
+                scalars[f"{key}/{entry['name']}"] = entry[key]
+    return scalars
+
+
 def metrics_to_json(metrics, *, indent=2):
     """The metrics as strict JSON text (undefined per-class values become null, never NaN)."""
     return json.dumps(metrics, indent=indent, allow_nan=False)
