@@ -130,7 +130,16 @@ class ConvBN(keras.layers.Layer):
         self.bn.build(self.conv.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):
-        outputs = self.bn(self.conv(inputs), training=training)
+        outputs = self.conv(inputs)
+        if training and self.bn.trainable:
+            outputs = self.bn(outputs, training=True)
+        else:
+            # Inference (or frozen BN): one FusedBatchNorm op with the moving statistics, which
+            # Grappler fuses with the convolution and the ReLU on CPU.
+            bn = self.bn
+            outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=outputs, scale=bn.gamma, offset=bn.beta, mean=bn.moving_mean,
+                variance=bn.moving_variance, epsilon=bn.epsilon, is_training=False)
         return tf.nn.relu(outputs) if self.activation else outputs
 
     def compute_output_shape(self, input_shape):
