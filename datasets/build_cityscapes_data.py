@@ -1,0 +1,39 @@
+"""Cityscapes -> TFRecords with the 19 train ids (every other labelId becomes 255).
+
+  python -m datasets.build_cityscapes_data --cityscapes_root=cityscapes \
+      --splits=train,val,train_extra --output_dir=tfrecords/cityscapes
+
+train and val use gtFine, train_extra gtCoarse (the paper's coarse set).
+"""
+
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags
+
+from datasets import common
+from deeplab_tf.data import registry
+from deeplab_tf.data.sources import cityscapes
+
+flags.DEFINE_string("cityscapes_root", None,
+                    "Folder holding leftImg8bit/ and gtFine/ (and gtCoarse/).", required=True)
+flags.DEFINE_list("splits", ["train", "val"], "Splits to write: train, val, train_extra.")
+common.define_output_flags(num_shards=10)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.run_conversion(
+        lambda: cityscapes.convert_cityscapes(FLAGS.cityscapes_root, FLAGS.output_dir,
+                                              splits=FLAGS.splits, num_shards=FLAGS.num_shards,
+                                              skip_bad=FLAGS.skip_bad),
+        info=registry.get_dataset_info("cityscapes"))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,43 @@
+"""MS-COCO -> 21-class VOC TFRecords for pretraining (section 4.3).
+
+Keeps the images with a VOC-class object larger than --min_region_pixels; other COCO classes
+become background.
+
+  python -m datasets.build_coco_voc_data --annotations=annotations/instances_train2017.json \
+      --image_dir=train2017 --split=train --output_dir=tfrecords/coco_voc
+"""
+
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags
+
+from datasets import common
+from deeplab_tf.data import registry
+from deeplab_tf.data.sources import coco
+
+flags.DEFINE_string("annotations", None, "COCO instances_*.json.", required=True)
+flags.DEFINE_string("image_dir", None, "Folder of the JSON's images.", required=True)
+flags.DEFINE_string("split", "train", "Name of the split written.")
+flags.DEFINE_integer("min_region_pixels", coco.MIN_REGION_PIXELS,
+                     "Keep images with a VOC object larger than this many pixels.")
+common.define_output_flags(num_shards=20)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.run_conversion(
+        lambda: coco.convert_coco_voc(FLAGS.annotations, FLAGS.image_dir, FLAGS.output_dir,
+                                      split=FLAGS.split, num_shards=FLAGS.num_shards,
+                                      min_region_pixels=FLAGS.min_region_pixels,
+                                      skip_bad=FLAGS.skip_bad),
+        info=registry.get_dataset_info("coco_voc"))
+
+
+if __name__ == "__main__":
+    app.run(main)
