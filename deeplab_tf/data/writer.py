@@ -20,21 +20,25 @@ class ShardedWriter:
 
     Shards are written under temporary names and renamed only when the `with` block exits
     normally; shards of an earlier conversion of the same split are then replaced. On any error
-    the temporaries are removed, so a glob over the split never sees half a conversion.
+    the temporaries are removed, so a glob over the split never sees half a conversion. Shards
+    that stayed empty (fewer records than shards) are dropped: no input pipeline gets an empty
+    file. `paths` lists the final shards.
     """
 
     def __init__(self, *, output_dir, split, num_shards):
         if num_shards < 1:
             raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-        self.paths = [shard_path(output_dir, split, i, num_shards) for i in range(num_shards)]
+        self._temporaries = [shard_path(output_dir, split, i, num_shards) + ".incomplete"
+                             for i in range(num_shards)]
         self._output_dir = output_dir
         self._split = split
         self._writers = []
         self.num_records = 0
+        self.paths = []
 
     def __enter__(self):
         tf.io.gfile.makedirs(self._output_dir)
-        self._writers = [tf.io.TFRecordWriter(self._temporary(p)) for p in self.paths]
+        self._writers = [tf.io.TFRecordWriter(path) for path in self._temporaries]
         return self
 
     def write(self, serialized):
@@ -44,18 +48,17 @@ class ShardedWriter:
     def __exit__(self, exc_type, exc, tb):
         for writer in self._writers:
             writer.close()
-        if exc_type is not None:
-            for path in self.paths:
-                if tf.io.gfile.exists(self._temporary(path)):
-                    tf.io.gfile.remove(self._temporary(path))
+        num_used = 0 if exc_type else min(self.num_records, len(self._temporaries))
+        for path in self._temporaries[num_used:]:
+            if tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
+        if num_used == 0:
             return False
-        for stale in set(tf.io.gfile.glob(split_pattern(self._output_dir, self._split))):
+        self.paths = [shard_path(self._output_dir, self._split, i, num_used)
+                      for i in range(num_used)]
+        for stale in tf.io.gfile.glob(split_pattern(self._output_dir, self._split)):
             if stale not in self.paths:
                 tf.io.gfile.remove(stale)
-        for path in self.paths:
-            tf.io.gfile.rename(self._temporary(path), path, overwrite=True)
+        for temporary, path in zip(self._temporaries, self.paths):
+            tf.io.gfile.rename(temporary, path, overwrite=True)
         return False
-
-    @staticmethod
-    def _temporary(path):
-        return path + ".incomplete"
