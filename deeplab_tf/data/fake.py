@@ -6,6 +6,7 @@ Images are real JPEG/PNG files, VOC masks palette PNGs, SBD masks MATLAB .mat fi
 
 import json
 import os
+import zipfile
 
 import numpy as np
 import scipy.io
@@ -110,6 +111,19 @@ def make_cityscapes(root, *, label_ids, seed=2):
         save_image(os.path.join(root, annotations, split, city,
                                 f"{image_id}_{annotations}_labelIds.png"), mask)
     return images
+
+
+def zip_cityscapes(root, manual_dir):
+    """Zips a `make_cityscapes` tree as the official downloads tfds' builder reads from its
+    manual_dir: leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip."""
+    os.makedirs(manual_dir, exist_ok=True)
+    for archive, folder in (("leftImg8bit_trainvaltest.zip", "leftImg8bit"),
+                            ("gtFine_trainvaltest.zip", "gtFine")):
+        with zipfile.ZipFile(os.path.join(manual_dir, archive), "w") as z:
+            for directory, _, files in os.walk(os.path.join(root, folder)):
+                for name in files:
+                    path = os.path.join(directory, name)
+                    z.write(path, os.path.relpath(path, root))
 
 
 def make_coco(root, *, images, annotations, categories, seed=3):
