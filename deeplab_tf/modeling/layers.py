@@ -18,6 +18,42 @@ def same_padding(kernel_size, rate):
     return total // 2, total - total // 2
 
 
+def atrous_conv2d(inputs, kernel, rate):
+    """Stride-1 convolution dilated by `rate` with `conv2d_same` padding; output size = input size.
+
+    The forward pass is one direct Conv2D op with dilations. TF's CPU kernels cannot back-propagate a
+    dilated Conv2D, and the space-to-batch form they fall back to is very slow when the rate nears
+    the feature size (ASPP on small crops), so the gradient is written out:
+    - input: the same dilated convolution of dy with the flipped, transposed kernel (padding is
+      symmetric at stride 1, so the transpose needs no other padding);
+    - kernel: for each tap, the shifted window of the padded input times dy (one matmul per tap).
+    Both cost about one forward pass.
+    """
+    size = kernel.shape[0]
+    begin, end = same_padding(size, rate)
+    padding = [[0, 0], [begin, end], [begin, end], [0, 0]]
+
+    @tf.custom_gradient
+    def convolve(x, k):
+        y = tf.nn.conv2d(x, k, strides=1, padding=padding, dilations=rate)
+
+        def gradient(dy):
+            flipped = tf.transpose(tf.reverse(k, axis=[0, 1]), [0, 1, 3, 2])
+            dx = tf.nn.conv2d(dy, flipped, strides=1, padding=padding, dilations=rate)
+            padded = tf.pad(x, padding)
+            height, width = tf.shape(x)[1], tf.shape(x)[2]
+            taps = [
+                tf.einsum("bhwc,bhwf->cf",
+                          padded[:, i * rate:i * rate + height, j * rate:j * rate + width, :], dy)
+                for i in range(size) for j in range(size)
+            ]
+            return dx, tf.reshape(tf.stack(taps), tf.shape(k))
+
+        return y, gradient
+
+    return convolve(inputs, kernel)
+
+
 @keras.saving.register_keras_serializable(package="deeplab_tf")
 class AtrousConv2D(keras.layers.Layer):
     """2-D convolution with stride or atrous rate, on the direct `tf.nn.conv2d(dilations=r)` path.
@@ -58,14 +94,13 @@ class AtrousConv2D(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
     def call(self, inputs):
-        begin, end = same_padding(self.kernel_size, self.rate)
-        outputs = tf.nn.conv2d(
-            inputs,
-            tf.cast(self.kernel, inputs.dtype),
-            strides=self.strides,
-            padding=[[0, 0], [begin, end], [begin, end], [0, 0]],
-            dilations=self.rate,
-        )
+        kernel = tf.cast(self.kernel, inputs.dtype)
+        if self.rate > 1:
+            outputs = atrous_conv2d(inputs, kernel, self.rate)
+        else:
+            begin, end = same_padding(self.kernel_size, 1)
+            outputs = tf.nn.conv2d(inputs, kernel, strides=self.strides,
+                                   padding=[[0, 0], [begin, end], [begin, end], [0, 0]])
         if self.bias is not None:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         return outputs
@@ -104,10 +139,13 @@ class ConvBN(keras.layers.Layer):
         bn_epsilon: BN epsilon (TF-slim ResNet: 1e-5).
         sync_bn: cross-replica BN under a multi-device strategy.
         weight_decay: L2 coefficient of TF-slim's `l2_regularizer` (wd * sum(w^2) / 2).
+        fine_tune_batch_norm: in training, normalise with batch statistics and update the moving
+            averages; False keeps the moving statistics fixed (the paper's second stage) while gamma
+            and beta still train, as the original release's `fine_tune_batch_norm=False` did.
     """
 
     def __init__(self, filters, kernel_size, *, strides=1, rate=1, activation=True, bn_momentum=0.9997,
-                 bn_epsilon=1e-5, sync_bn=False, weight_decay=0.0, **kwargs):
+                 bn_epsilon=1e-5, sync_bn=False, weight_decay=0.0, fine_tune_batch_norm=True, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
@@ -118,6 +156,7 @@ class ConvBN(keras.layers.Layer):
         self.bn_epsilon = bn_epsilon
         self.sync_bn = sync_bn
         self.weight_decay = weight_decay
+        self.fine_tune_batch_norm = fine_tune_batch_norm
         self.conv = AtrousConv2D(
             filters, kernel_size, strides=strides, rate=rate, name="conv",
             kernel_regularizer=keras.regularizers.L2(weight_decay / 2) if weight_decay else None,
@@ -131,10 +170,10 @@ class ConvBN(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         outputs = self.conv(inputs)
-        if training and self.bn.trainable:
+        if training and self.fine_tune_batch_norm and self.bn.trainable:
             outputs = self.bn(outputs, training=True)
         else:
-            # Inference (or frozen BN): one FusedBatchNorm op with the moving statistics, which
+            # Inference (or frozen statistics): one FusedBatchNorm op with the moving statistics, which
             # Grappler fuses with the convolution and the ReLU on CPU.
             bn = self.bn
             outputs, *_ = tf.raw_ops.FusedBatchNormV3(
@@ -150,7 +189,7 @@ class ConvBN(keras.layers.Layer):
         config.update(
             filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, rate=self.rate,
             activation=self.activation, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-            sync_bn=self.sync_bn, weight_decay=self.weight_decay,
+            sync_bn=self.sync_bn, weight_decay=self.weight_decay, fine_tune_batch_norm=self.fine_tune_batch_norm,
         )
         return config
 
