@@ -71,7 +71,7 @@ def test_padding_is_the_mean_pixel_and_the_ignore_label(data):
         for name, mask in data["masks"].items():
             if np.array_equal(label[:HEIGHT, :WIDTH], mask):
                 np.testing.assert_allclose(image[:HEIGHT, :WIDTH], data["images"][name],
-                                           atol=1e-4)
+                                           atol=1e-3)
                 found[name] = True
     assert all(found.values())
 
@@ -84,10 +84,10 @@ def test_flip_mirrors_image_and_label_together(data):
         for image, label in zip(images.numpy(), labels.numpy()):
             for name, mask in data["masks"].items():
                 original = data["images"][name].astype(np.float32)
-                if np.allclose(image, original, atol=1e-4):
+                if np.allclose(image, original, atol=1e-3):
                     np.testing.assert_array_equal(label, mask)
                     orientations["kept"] += 1
-                elif np.allclose(image, original[:, ::-1], atol=1e-4):
+                elif np.allclose(image, original[:, ::-1], atol=1e-3):
                     np.testing.assert_array_equal(label, mask[:, ::-1])
                     orientations["flipped"] += 1
     assert sum(orientations.values()) == 32
@@ -108,6 +108,33 @@ def test_scale_draws_cover_the_grid_and_the_interval():
     continuous = _draws(seeds[:1000], scale_step=0)
     assert 0.5 <= continuous.min() < 0.55 and 1.95 < continuous.max() <= 2.0
     assert len(np.unique(continuous)) > 990 and abs(continuous.mean() - 1.25) < 0.05
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.75, 1.25, 2.0])
+@pytest.mark.parametrize("flip", [False, True])
+def test_scaled_crop_equals_resize_pad_crop_flip(scale, flip):
+    """The windowed computation gives what resizing the whole image would."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (40, 56, 3)).astype(np.uint8)
+    label = fake.random_mask(rng, 40, 56, class_ids=[1, 2, 3], num_objects=4)
+    crop = (48, 48)
+    size = tf.constant([round(40 * scale), round(56 * scale)])
+    offset = preprocess.crop_offset(size, crop_size=crop, seed=[4, 5])
+    got_image, got_label = preprocess.scaled_crop(image, label, size=size, offset=offset,
+                                                  crop_size=crop, flip=flip)
+    want_image = tf.image.resize(tf.cast(image, tf.float32), size)
+    want_label = tf.image.resize(label[..., None], size, method="nearest")[..., 0]
+    want_image, want_label = want_image.numpy(), want_label.numpy()
+    bottom, right = max(crop[0] - size[0], 0), max(crop[1] - size[1], 0)
+    want_image = np.pad(want_image - MEAN_RGB, [(0, bottom), (0, right), (0, 0)]) + MEAN_RGB
+    want_label = np.pad(want_label, [(0, bottom), (0, right)], constant_values=255)
+    top, left = offset.numpy()
+    window = np.s_[top:top + crop[0], left:left + crop[1]]
+    want_image, want_label = want_image[window], want_label[window]
+    if flip:
+        want_image, want_label = want_image[:, ::-1], want_label[:, ::-1]
+    np.testing.assert_allclose(got_image.numpy(), want_image, atol=0.05)
+    np.testing.assert_array_equal(got_label, want_label)
 
 
 @pytest.mark.parametrize("scale", [0.5, 2.0])

