@@ -33,6 +33,7 @@ setuptools.setup(
             "deeplab-vis=deeplab_tf.cli.vis:run",
             "deeplab-export=deeplab_tf.cli.export:run",
             "deeplab-demo=deeplab_tf.cli.demo:run",
+            "deeplab-local-cluster=deeplab_tf.cli.local_cluster:run",
         ],
     },
 )

@@ -1,0 +1,47 @@
+"""Per-pixel softmax cross-entropy with the ignore label, and top-k hard pixel mining."""
+
+import tensorflow as tf
+
+from deeplab_tf.constants import IGNORE_LABEL
+
+
+def resize_labels_nearest(labels, size):
+    """Nearest-neighbour label resize with corners aligned (Table 8's "downsample the labels")."""
+    resized = tf.raw_ops.ResizeNearestNeighbor(images=labels[..., tf.newaxis], size=size, align_corners=True,
+                                               half_pixel_centers=False)
+    return resized[..., 0]
+
+
+def pixel_cross_entropy(labels, logits, *, ignore_label=IGNORE_LABEL):
+    """Cross-entropy of every pixel ([N]) and its validity mask ([N], 1.0 where the label is not ignored).
+
+    Args:
+        labels: int [B, H, W] class ids or `ignore_label`.
+        logits: float [B, H, W, C] at the same resolution as the labels.
+    """
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    logits = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])
+    valid = tf.not_equal(labels, ignore_label)
+    # Ignored pixels get a dummy class 0 and a zero weight, which also zeroes their gradient.
+    safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
+    weights = tf.cast(valid, tf.float32)
+    return losses * weights, weights
+
+
+def segmentation_loss_terms(labels, logits, *, ignore_label=IGNORE_LABEL, top_k_percent_pixels=1.0):
+    """(sum of the kept pixel losses, number of kept pixels) for one replica's batch.
+
+    The caller divides by the number of kept pixels of the *global* batch, so the loss is the mean over
+    every valid pixel whatever the number of replicas. With `top_k_percent_pixels` < 1 only the
+    hardest fraction of valid pixels is kept (online hard example mining over the batch).
+    """
+    if not 0.0 < top_k_percent_pixels <= 1.0:
+        raise ValueError(f"top_k_percent_pixels must be in (0, 1], got {top_k_percent_pixels}.")
+    losses, weights = pixel_cross_entropy(labels, logits, ignore_label=ignore_label)
+    if top_k_percent_pixels == 1.0:
+        return tf.reduce_sum(losses), tf.reduce_sum(weights)
+    num_valid = tf.reduce_sum(weights)
+    k = tf.cast(tf.math.ceil(num_valid * top_k_percent_pixels), tf.int32)
+    hardest, _ = tf.math.top_k(losses, k=k, sorted=False)
+    return tf.reduce_sum(hardest), tf.cast(k, tf.float32)

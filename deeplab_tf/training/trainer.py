@@ -1,0 +1,284 @@
+"""The training loop: the paper's protocol (section 4.1) under any tf.distribute strategy.
+
+Reads top to bottom: strategy -> model and optimizer in its scope -> resume or initialise -> input
+pipeline -> the loop (synchronous strategies step by step; ParameterServerStrategy schedules steps on
+its workers through a ClusterCoordinator, the paper's asynchronous replicas) -> checkpoints, logs,
+TensorBoard summaries. A restarted job resumes at its last checkpoint with the same learning-rate
+position; SIGTERM / Ctrl-C saves before exiting; a NaN loss stops without saving.
+"""
+
+import json
+import math
+import os
+import re
+import signal
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deeplab_tf import data, visualization, workdir as workdir_lib
+from deeplab_tf.modeling import DeepLabV3
+from deeplab_tf.modeling.checkpoints import load_slim_backbone
+from deeplab_tf.training.config import check_config
+from deeplab_tf.training.schedules import PolyLearningRate
+from deeplab_tf.training.step import make_train_step
+from deeplab_tf.training.strategies import is_parameter_server, make_strategy
+
+
+def num_classes_of(config):
+    return config.dataset.num_classes or data.get_dataset_info(config.dataset.name).num_classes
+
+
+def build_model(config):
+    """DeepLabV3 from the config's model section (and the dataset's number of classes)."""
+    model = config.model
+    return DeepLabV3(
+        num_classes=num_classes_of(config), backbone=model.backbone, output_stride=model.output_stride,
+        multi_grid=tuple(model.multi_grid) or None, num_cascaded_blocks=model.num_cascaded_blocks,
+        head=model.head, atrous_rates=tuple(model.atrous_rates) or None, image_pooling=model.image_pooling,
+        aspp_filters=model.aspp_filters, dropout_rate=model.dropout_rate, bn_momentum=model.bn_momentum,
+        bn_epsilon=model.bn_epsilon, sync_bn=model.sync_bn, weight_decay=model.weight_decay,
+        fine_tune_batch_norm=config.train.fine_tune_batch_norm)
+
+
+def _is_slim_checkpoint(path):
+    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+    try:
+        names = [name for name, _ in tf.train.list_variables(prefix or path)]
+    except (tf.errors.NotFoundError, ValueError):
+        return False
+    return any(name.startswith("resnet_v1") for name in names)
+
+
+def initialize_from(model, path, *, exclude=("logits",)):
+    """Initialises `model` from an ImageNet TF-slim checkpoint or an earlier stage's workdir/checkpoint.
+
+    From an earlier stage, variables are matched by their path; those matching an `exclude` regex
+    (e.g. `logits` when the number of classes changes) or whose shape differs are left as initialised.
+    Returns a printable summary.
+    """
+    if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
+        raise FileNotFoundError(f"config.train.init_checkpoint={path!r} does not exist: give an ImageNet TF-slim "
+                                f"checkpoint (resnet_v1_101.ckpt) or an earlier stage's workdir.")
+    if _is_slim_checkpoint(path):
+        return load_slim_backbone(model.backbone, path).summary()
+    source, prefix, _ = workdir_lib.load_model(path)
+    source_variables = {v.path: v for v in source.weights}
+    loaded, excluded, mismatched = 0, [], []
+    for variable in model.weights:
+        if any(re.search(pattern, variable.path) for pattern in exclude):
+            excluded.append(variable.path)
+            continue
+        other = source_variables.get(variable.path)
+        if other is None or tuple(other.shape) != tuple(variable.shape):
+            mismatched.append(variable.path)
+            continue
+        variable.assign(other)
+        loaded += 1
+    lines = [f"Initialised {loaded} variables from {prefix}."]
+    if excluded:
+        lines.append(f"Excluded by config.train.init_exclude: {', '.join(excluded)}")
+    if mismatched:
+        lines.append(f"Not in the checkpoint or of another shape (kept initial values): {', '.join(mismatched)}")
+    return "\n".join(lines)
+
+
+def _check_finite(model, step, manager):
+    """Refuses to checkpoint weights that already overflowed (the loss is computed before the update)."""
+    if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
+        raise FloatingPointError(
+            f"The weights became NaN/Inf at step {step}; training stopped without saving. The last good "
+            f"checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}. Lower "
+            f"config.train.base_learning_rate.")
+
+
+class _StopRequest:
+    """Turns SIGTERM / SIGINT into a flag the loop checks, so it can save before exiting."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # Not the main thread: leave signals alone.
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _format_eta(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _sample_triptych(model, images, labels, colormap):
+    """[image | ground truth | prediction] strips for TensorBoard."""
+    predictions = tf.argmax(model(images, training=False), axis=-1)
+    strips = []
+    for image, label, prediction in zip(images.numpy(), labels.numpy(), predictions.numpy()):
+        strips.append(np.concatenate([
+            image.astype(np.uint8),
+            visualization.label_to_color_image(label, colormap),
+            visualization.label_to_color_image(prediction, colormap)], axis=1))
+    return np.stack(strips)
+
+
+def _write_run_config(config, workdir, extra):
+    tf.io.gfile.makedirs(workdir)
+    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(json.dumps({"config": json.loads(config.to_json_best_effort()), **(extra or {})}, indent=2))
+
+
+def train(config, workdir, *, strategy=None, run_info=None, log=print):
+    """Trains DeepLabV3 as `config` says, checkpointing into `workdir`; returns a small summary dict.
+
+    Args:
+        config: a ConfigDict from `deeplab_tf.training.config.default_config()` (or an experiment).
+        workdir: where checkpoints, summaries and the config go; an existing one is resumed.
+        strategy: a tf.distribute strategy; by default built from `config.train.strategy`.
+        run_info: extra JSON-able facts to store with the config (e.g. the command-line flags).
+        log: where progress lines go.
+    """
+    strategy = strategy or make_strategy(config.train.strategy, tpu=config.train.tpu)
+    check_config(config, num_replicas=strategy.num_replicas_in_sync)
+    log(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) in sync.")
+    train_cfg = config.train
+    info = data.get_dataset_info(config.dataset.name)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(train_cfg.precision)
+    try:
+        with strategy.scope():
+            model = build_model(config)
+            schedule = PolyLearningRate(
+                train_cfg.base_learning_rate, train_cfg.steps, power=train_cfg.learning_rate_power,
+                end_learning_rate=train_cfg.end_learning_rate, warmup_steps=train_cfg.warmup_steps,
+                warmup_learning_rate=train_cfg.warmup_learning_rate)
+            optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train_cfg.momentum)
+            if train_cfg.precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            # Must happen inside the scope, or the first distributed step fails on a placeholder.
+            optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir),
+                                             max_to_keep=train_cfg.keep_checkpoints)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            log(f"Resuming from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}.")
+        elif train_cfg.init_checkpoint:
+            log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude)))
+        else:
+            log("Training from random initialisation (no config.train.init_checkpoint).")
+        workdir_lib.save_model_config(workdir, model)
+        _write_run_config(config, workdir, run_info)
+
+        ps = is_parameter_server(strategy)
+
+        def dataset_fn(input_context):
+            return data.train_dataset(
+                config.dataset.train_pattern, batch_size=train_cfg.batch_size, crop_size=tuple(train_cfg.crop_size),
+                min_scale=train_cfg.min_scale, max_scale=train_cfg.max_scale, scale_step=train_cfg.scale_step,
+                flip=train_cfg.flip, ignore_label=config.dataset.ignore_label,
+                bootstrap_classes=tuple(config.dataset.bootstrap_classes),
+                bootstrap_factor=config.dataset.bootstrap_factor, shuffle_buffer=train_cfg.shuffle_buffer,
+                # Asynchronous workers all have input pipeline 0: unseeded, they draw different batches.
+                seed=None if ps else train_cfg.seed, input_context=input_context)
+
+        step_fn = make_train_step(model, optimizer, ignore_label=config.dataset.ignore_label,
+                                  top_k_percent_pixels=train_cfg.top_k_percent_pixels,
+                                  upsample_logits=train_cfg.upsample_logits)
+        summary_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+        sample_images, sample_labels = next(iter(data.train_dataset(
+            config.dataset.train_pattern, batch_size=min(2, train_cfg.batch_size),
+            crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
+            ignore_label=config.dataset.ignore_label)))
+        colormap = visualization.get_colormap(info.colormap)
+
+        if ps:
+            coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+            per_worker_iterator = iter(coordinator.create_per_worker_dataset(
+                tf.function(lambda: strategy.distribute_datasets_from_function(dataset_fn))))
+
+            @tf.function
+            def worker_fn(iterator):
+                return strategy.run(step_fn, args=next(iterator))
+
+            def run_steps(count):
+                results = [coordinator.schedule(worker_fn, args=(per_worker_iterator,)) for _ in range(count)]
+                coordinator.join()
+                return {k: float(v) for k, v in results[-1].fetch().items()}
+        else:
+            iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+            @tf.function(jit_compile=train_cfg.xla or None)
+            def distributed_step(iterator):
+                outputs = strategy.run(step_fn, args=next(iterator))
+                return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in outputs.items()}
+
+            def run_steps(count):
+                for _ in range(count):
+                    outputs = distributed_step(iterator)
+                return {k: float(v) for k, v in outputs.items()}
+
+        step = int(optimizer.iterations.numpy())
+        chunk = train_cfg.steps_per_schedule if ps else 1
+        last_save_time, last_saved_step = time.time(), step
+        window_start, window_steps = time.time(), 0
+        stop = _StopRequest()
+        outputs = {}
+        with stop, summary_writer.as_default():
+            while step < train_cfg.steps and stop.signal is None:
+                outputs = run_steps(min(chunk, train_cfg.steps - step))
+                new_step = int(optimizer.iterations.numpy())
+                window_steps += new_step - step
+                step = new_step
+                if not all(math.isfinite(v) for v in outputs.values()):
+                    raise FloatingPointError(
+                        f"The loss became {outputs['total_loss']} at step {step}; training stopped without saving. "
+                        f"The last good checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}. "
+                        f"Lower config.train.base_learning_rate or check the labels (values outside "
+                        f"[0, num_classes) other than the ignore label).")
+                if step % train_cfg.log_every_steps < chunk or step >= train_cfg.steps:
+                    elapsed = time.time() - window_start
+                    seconds_per_step = elapsed / max(window_steps, 1)
+                    lr = float(schedule(step))
+                    log(f"step {step}/{train_cfg.steps} | loss {outputs['loss']:.4f} | total {outputs['total_loss']:.4f} | "
+                        f"lr {lr:.6f} | {seconds_per_step:.2f} s/step | "
+                        f"{train_cfg.batch_size / seconds_per_step:.1f} img/s | "
+                        f"ETA {_format_eta(seconds_per_step * (train_cfg.steps - step))}")
+                    window_start, window_steps = time.time(), 0
+                if step % train_cfg.summary_every_steps < chunk:
+                    for name, value in outputs.items():
+                        tf.summary.scalar(f"train/{name}", value, step=step)
+                    tf.summary.scalar("train/learning_rate", float(schedule(step)), step=step)
+                if step % train_cfg.image_summary_every_steps < chunk:
+                    tf.summary.image("train/image_label_prediction",
+                                     _sample_triptych(model, sample_images, sample_labels, colormap), step=step)
+                due = (step - last_saved_step >= train_cfg.checkpoint_every_steps
+                       or time.time() - last_save_time >= 60 * train_cfg.checkpoint_every_minutes)
+                if due and step < train_cfg.steps:
+                    _check_finite(model, step, manager)
+                    manager.save(checkpoint_number=step)
+                    last_save_time, last_saved_step = time.time(), step
+            if step != last_saved_step or manager.latest_checkpoint is None:
+                _check_finite(model, step, manager)
+                manager.save(checkpoint_number=step)
+        if stop.signal:
+            log(f"{stop.signal} received: saved {manager.latest_checkpoint} at step {step}; run the same command "
+                f"to resume.")
+        else:
+            log(f"Training finished at step {step}: {manager.latest_checkpoint}")
+        return {"step": step, "checkpoint": manager.latest_checkpoint, "interrupted": stop.signal, **outputs}
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
