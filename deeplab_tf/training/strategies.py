@@ -41,7 +41,7 @@ def make_strategy(name, *, tpu=""):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+    raise ValueError(f"config.train.strategy={name!r} is unknown; choose one of {', '.join(STRATEGIES)}.")
 
 
 def is_parameter_server(strategy):

@@ -1,0 +1,236 @@
+"""Training: the poly schedule, the loss, and the real loop at test size (ResNet-50, 65x65 crops)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_tf import workdir as workdir_lib
+from deeplab_tf.training import losses
+from deeplab_tf.training.schedules import PolyLearningRate
+from deeplab_tf.training.trainer import build_model, train
+from training_utils import make_learnable_voc, small_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+    return make_learnable_voc(str(tmp_path_factory.mktemp("voc")))
+
+
+def _train(config, workdir, **kwargs):
+    lines = []
+    summary = train(config, str(workdir), log=lines.append, **kwargs)
+    return summary, lines
+
+
+def _moving_stats(model):
+    return {v.path: v.numpy().copy() for v in model.non_trainable_variables if "moving" in v.path}
+
+
+# --- schedule and loss -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("step", [0, 1, 1000, 29999, 30000, 40000])
+def test_poly_learning_rate_is_the_formula(step):
+    schedule = PolyLearningRate(0.007, 30000, power=0.9)
+    expected = 0.007 * (1 - min(step, 30000) / 30000) ** 0.9
+    assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-9)
+
+
+def test_warmup_is_constant_then_poly_at_the_global_step():
+    schedule = PolyLearningRate(0.01, 100, power=0.9, warmup_steps=10, warmup_learning_rate=1e-4)
+    assert float(schedule(0)) == pytest.approx(1e-4) and float(schedule(9)) == pytest.approx(1e-4)
+    assert float(schedule(10)) == pytest.approx(0.01 * 0.9 ** 0.9, rel=1e-5)
+
+
+def test_ignored_pixels_contribute_nothing_to_loss_or_gradients():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (2, 5, 6)).astype(np.int32)
+    labels[0, :2] = 255
+    logits = tf.Variable(rng.normal(size=(2, 5, 6, 4)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss_sum, count = losses.segmentation_loss_terms(labels, logits)
+    gradient = tape.gradient(loss_sum, logits).numpy()
+    assert count == np.sum(labels != 255)
+    assert np.all(gradient[0, :2] == 0) and np.any(gradient[0, 2:] != 0)
+    # Changing the logits of ignored pixels changes nothing; the loss is plain CE over the rest.
+    perturbed = logits.numpy()
+    perturbed[0, :2] += 100.0
+    assert float(losses.segmentation_loss_terms(labels, perturbed)[0]) == pytest.approx(float(loss_sum))
+    valid = labels != 255
+    log_probs = tf.nn.log_softmax(logits).numpy()
+    expected = -np.sum(np.take_along_axis(log_probs, np.where(valid, labels, 0)[..., None], -1)[..., 0][valid])
+    assert float(loss_sum) == pytest.approx(expected, rel=1e-5)
+
+
+def test_top_k_keeps_the_hardest_pixels():
+    labels = np.zeros((1, 2, 5), np.int32)
+    labels[0, 1, 4] = 255
+    logits = np.zeros((1, 2, 5, 2), np.float32)
+    logits[..., 1] = np.arange(10, dtype=np.float32).reshape(2, 5)  # Harder (for class 0) to the right.
+    pixel_losses, _ = losses.pixel_cross_entropy(labels, logits)
+    loss_sum, count = losses.segmentation_loss_terms(labels, logits, top_k_percent_pixels=0.25)
+    assert int(count) == 3  # ceil(9 valid * 0.25)
+    assert float(loss_sum) == pytest.approx(float(np.sort(pixel_losses.numpy())[-3:].sum()), rel=1e-6)
+    with pytest.raises(ValueError, match="top_k_percent_pixels"):
+        losses.segmentation_loss_terms(labels, logits, top_k_percent_pixels=0.0)
+
+
+# --- bad configurations: errors before any training ------------------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    (dict(strategy="horovod"), "config.train.strategy='horovod' is unknown"),
+    (dict(crop_size=(25, 25)), r"crop_size=\(25, 25\) is too small for output_stride=16.*at least 33"),
+    (dict(batch_size=1), "cannot estimate batch statistics"),
+    (dict(init_checkpoint="/nonexistent/resnet_v1_50.ckpt"), "init_checkpoint='/nonexistent/resnet_v1_50.ckpt' does not exist"),
+])
+def test_bad_configs_fail_before_training(tfrecords, tmp_path, override, message):
+    config = small_config(tfrecords, **override)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        train(config, str(tmp_path / "run"), log=lambda line: None)
+    assert not os.path.exists(workdir_lib.checkpoint_dir(str(tmp_path / "run")))
+
+
+def test_empty_train_pattern_is_refused(tfrecords, tmp_path):
+    config = small_config(tfrecords)
+    config.dataset.train_pattern = ""
+    with pytest.raises(ValueError, match="train_pattern is empty"):
+        train(config, str(tmp_path / "run"), log=lambda line: None)
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+def test_default_run_checkpoints_resumes_and_loads_at_output_stride_8(tfrecords, tmp_path):
+    workdir = tmp_path / "run"
+    summary, lines = _train(small_config(tfrecords, steps=3), workdir)
+    assert summary["step"] == 3 and summary["checkpoint"].endswith("ckpt-3")
+    progress = [line for line in lines if line.startswith("step ")]
+    assert len(progress) == 3
+    assert re.match(r"step 3/3 \| loss [\d.]+ \| total [\d.]+ \| lr [\d.]+ \| [\d.]+ s/step \| [\d.]+ img/s \| "
+                    r"ETA \d+:\d\d:\d\d", progress[-1])
+    saved = json.load(open(workdir / "config.json"))
+    assert saved["config"]["train"]["steps"] == 3
+    assert tf.io.gfile.glob(str(workdir / "train" / "events.out.tfevents.*"))
+
+    # The eval side rebuilds the model at OS 8 from the workdir.
+    model, prefix, model_config = workdir_lib.load_model(str(workdir), output_stride=8)
+    assert prefix == summary["checkpoint"] and model_config["output_stride"] == 16
+    assert model(tf.zeros([1, 33, 33, 3]), training=False).shape == (1, 33, 33, 21)
+
+    # A longer schedule in the same workdir resumes at step 3 with the schedule at step 3.
+    config = small_config(tfrecords, steps=5)
+    summary, lines = _train(config, workdir)
+    assert any("Resuming from" in line and "ckpt-3 at step 3" in line for line in lines)
+    assert [line.split(" |")[0] for line in lines if line.startswith("step ")] == ["step 4/5", "step 5/5"]
+    lr = float(re.search(r"lr ([\d.]+)", [line for line in lines if line.startswith("step 4/5")][0]).group(1))
+    assert lr == pytest.approx(0.007 * (1 - 4 / 5) ** 0.9, abs=1e-6)
+    assert summary["step"] == 5
+
+
+def test_loss_decreases_on_learnable_data(tfrecords, tmp_path):
+    config = small_config(tfrecords, steps=24, base_learning_rate=0.01, min_scale=1.0, max_scale=1.0)
+    config.model.weight_decay = 0.0
+    _, lines = _train(config, tmp_path / "run")
+    values = [float(re.search(r"loss ([\d.]+)", line).group(1)) for line in lines if line.startswith("step ")]
+    assert len(values) == 24
+    assert np.mean(values[-4:]) < 0.7 * np.mean(values[:4]), values
+
+
+def test_batch_norm_statistics_move_when_trained_and_stay_frozen_in_stage_2(tfrecords, tmp_path):
+    """Stage 1 trains BN; stage 2 starts from stage 1 (new logits) with BN frozen, as section 4.3 does."""
+    stage1 = small_config(tfrecords, steps=2)
+    initial = _moving_stats(build_model(stage1))
+    _train(stage1, tmp_path / "stage1")
+    trained = _moving_stats(workdir_lib.load_model(str(tmp_path / "stage1"))[0])
+    assert initial.keys() == trained.keys() and len(trained) > 100
+    assert all(not np.array_equal(initial[name], trained[name]) for name in trained)
+
+    stage2 = small_config(tfrecords, steps=2, fine_tune_batch_norm=False, base_learning_rate=0.001,
+                          init_checkpoint=str(tmp_path / "stage1"))
+    stage2.dataset.num_classes = 4  # A new head: logits are excluded from the initialisation.
+    _, lines = _train(stage2, tmp_path / "stage2")
+    assert any(line.startswith("Initialised ") for line in lines)
+    assert any("Excluded by config.train.init_exclude" in line and "logits" in line for line in lines)
+    frozen = _moving_stats(workdir_lib.load_model(str(tmp_path / "stage2"))[0])
+    assert all(np.array_equal(trained[name], frozen[name]) for name in trained)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tfrecords, tmp_path):
+    workdir = tmp_path / "run"
+    _train(small_config(tfrecords, steps=2), workdir)
+    # An absurd learning rate overflows the weights within a few steps.
+    with pytest.raises(FloatingPointError, match="training stopped without saving") as error:
+        _train(small_config(tfrecords, steps=8, base_learning_rate=1e30, checkpoint_every_steps=1), workdir)
+    nan_step, named = re.search(r"at step (\d+);.*last good checkpoint is (\S+)\. ", str(error.value)).groups()
+    latest = tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(str(workdir)))
+    assert named == latest and int(latest.rsplit("-", 1)[1]) in range(2, int(nan_step))
+    model, _, _ = workdir_lib.load_model(str(workdir))
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+
+
+def _write_config_file(path, tfrecords, **overrides):
+    """A config file deeplab-train can load, built from the test's small config."""
+    config = small_config(tfrecords, **overrides)
+    path.write_text("import ml_collections, json\n\n"
+                    f"def get_config():\n    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+    return str(path)
+
+
+def test_sigterm_saves_a_checkpoint_then_the_same_command_resumes(tfrecords, tmp_path):
+    workdir = tmp_path / "run"
+    config_file = _write_config_file(tmp_path / "config.py", tfrecords, steps=1000, checkpoint_every_steps=1000,
+                                     checkpoint_every_minutes=100.0)
+    command = [sys.executable, "-m", "deeplab_tf.cli.train", f"--config={config_file}", f"--workdir={workdir}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("step 2/1000"):
+            process.send_signal(signal.SIGTERM)
+            break
+    output += process.stdout.readlines()
+    assert process.wait(timeout=120) == 0, "".join(output)
+    text = "".join(output)
+    saved = re.search(r"SIGTERM received: saved (\S+) at step (\d+)", text)
+    assert saved, text
+    assert int(saved.group(2)) >= 2 and saved.group(1).endswith(f"ckpt-{saved.group(2)}")
+
+    # Resuming under the same command (shortened schedule) starts from the saved step.
+    result = subprocess.run(command + [f"--config.train.steps={int(saved.group(2)) + 1}"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"at step {saved.group(2)}." in result.stdout
+
+
+def test_cli_reports_a_bad_config_without_a_traceback(tfrecords, tmp_path):
+    config_file = _write_config_file(tmp_path / "config.py", tfrecords)
+    result = subprocess.run([sys.executable, "-m", "deeplab_tf.cli.train", f"--config={config_file}",
+                             f"--workdir={tmp_path / 'run'}", "--config.train.strategy=horovod"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "deeplab-train: config.train.strategy='horovod' is unknown" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- strategies that need a process of their own ---------------------------------------------------
+
+@pytest.mark.parametrize("kind, steps", [("mirrored", 3), ("parameter_server", 6)])
+def test_distributed_run_writes_a_checkpoint_the_eval_code_loads(tfrecords, tmp_path, kind, steps):
+    start = time.time()
+    result = subprocess.run([sys.executable, os.path.join(HERE, "run_training_job.py"), kind, tfrecords,
+                             str(tmp_path / kind)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert report["step"] == steps and report["checkpoint"].endswith(f"ckpt-{steps}")
+    assert report["logits_shape"] == [1, 33, 33, 21] and np.isfinite(report["loss"])
+    if kind == "mirrored":
+        assert "MirroredStrategy with 2 replica(s) in sync." in result.stdout
+    print(f"{kind}: {time.time() - start:.0f} s")
