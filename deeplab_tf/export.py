@@ -1,0 +1,274 @@
+"""SavedModel export for TensorFlow Serving, and TFLite conversion.
+
+The exported `tf.Module` owns copies of the model's weights (optionally stored in bfloat16/float16)
+as plain `tf.Variable`s and runs the Keras model on them through `keras.StatelessScope`: a SavedModel
+that tracks the Keras model itself loads in Python but not in the C++ loader (TF Serving,
+`saved_model_cli run`). Both signatures run `deeplab_tf.evaluation.inference.predict`, the code
+evaluation and visualisation use, with the model's output stride and the scales, flip and window
+size fixed at export time.
+
+Signatures:
+    serving_default: image_bytes string [B] (JPEG, PNG, GIF, BMP or WebP, each of any size) ->
+        labels int32 [B, max H, max W] (padded with -1 right and below smaller images),
+        heights, widths int32 [B] (each image's size),
+        optionally probabilities float32 [B, max H, max W, C] (padded with 0).
+    predict_images: images float32 [B, H, W, 3] RGB in 0..255 ->
+        labels int32 [B, H, W], optionally probabilities float32 [B, H, W, C].
+
+The settings (output stride, scales, flip, class names, ...) are recorded in the SavedModel as the
+JSON string variable `settings_json` and in `assets.extra/deeplab_export.json`.
+"""
+
+import contextlib
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from deeplab_tf.evaluation.inference import predict
+
+SERVING_SIGNATURE = "serving_default"
+FLOAT_SIGNATURE = "predict_images"
+SETTINGS_FILE = os.path.join("assets.extra", "deeplab_export.json")
+WEIGHTS_DTYPES = ("float32", "bfloat16", "float16")
+# Cityscapes' full 2048x1024 frames fit twice; larger requests are refused before decoding.
+DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
+# Label value of the padding around images smaller than the batch's largest one.
+LABEL_PADDING = -1
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _stored_weights(model, dtype):
+    """Copies of the model's variables, in `dtype` where they are floating point."""
+    def stored(variable):
+        value = variable.value
+        if value.dtype.is_floating:
+            value = tf.cast(value, dtype)
+        return tf.Variable(value, trainable=False, name=variable.path.replace("/", "_"))
+
+    return [stored(variable) for variable in model.variables]
+
+
+@contextlib.contextmanager
+def _running_on(model, weights):
+    """Within the block, `model` computes with `weights` (cast back to its variables' dtypes)."""
+    mapping = [(variable, tf.cast(weight, variable.dtype)) for variable, weight in zip(model.variables, weights)]
+    with keras.StatelessScope(state_mapping=mapping):
+        yield
+
+
+def _check_batch_size(batch_size):
+    return tf.debugging.assert_greater(batch_size, 0, message="Empty batch: send at least one image.")
+
+
+def _check_pixels(height, width, max_pixels):
+    """InvalidArgument unless height * width <= max_pixels (int64: PNG headers allow 2^31 per side)."""
+    pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+    return tf.debugging.assert_less_equal(
+        pixels, tf.constant(max_pixels, tf.int64),
+        message=f"Image too large: more than max_image_pixels={max_pixels} pixels (set at export); "
+                f"downscale it before sending.")
+
+
+def _header_size(image_bytes):
+    """(height, width) read from a JPEG or PNG header without decoding; (0, 0) for other formats."""
+    is_png = tf.logical_and(tf.strings.length(image_bytes) >= 24,
+                            tf.equal(tf.strings.substr(image_bytes, 0, 8), _PNG_SIGNATURE))
+
+    def png_size():
+        # IHDR: big-endian width and height at bytes 16..23.
+        width_height = tf.io.decode_raw(tf.strings.substr(image_bytes, 16, 8), tf.int32, little_endian=False)
+        return width_height[1], width_height[0]
+
+    def jpeg_size():
+        shape = tf.image.extract_jpeg_shape(image_bytes)
+        return shape[0], shape[1]
+
+    return tf.case([(is_png, png_size), (tf.io.is_jpeg(image_bytes), jpeg_size)],
+                   default=lambda: (tf.constant(0), tf.constant(0)))
+
+
+def _decode_image(image_bytes, max_image_pixels):
+    """Encoded image -> float32 [H, W, 3] RGB in 0..255; InvalidArgument if corrupt or too large.
+
+    JPEG and PNG sizes are checked from their headers, so a small file that would decode to gigabytes
+    is refused without allocating them; other formats are checked after decoding.
+    """
+    with tf.control_dependencies([_check_pixels(*_header_size(image_bytes), max_image_pixels)]):
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    with tf.control_dependencies([_check_pixels(tf.shape(image)[0], tf.shape(image)[1], max_image_pixels)]):
+        return tf.cast(image, tf.float32)
+
+
+def _serving_module(model, settings):
+    """A `tf.Module` with the two signature functions, owning the weights in the settings' dtype."""
+    module = tf.Module(name="deeplab_export")
+    module.weights = _stored_weights(model, settings["weights_dtype"])
+    module.settings_json = tf.Variable(json.dumps(settings), trainable=False, name="settings_json")
+    max_pixels = settings["max_image_pixels"]
+    with_probabilities = settings["include_probabilities"]
+    options = dict(scales=tuple(settings["scales"]), flip=settings["flip"], window_size=settings["window_size"])
+
+    def outputs(images):
+        """{"labels"[, "probabilities"]}; labels are then the argmax of the probabilities."""
+        with _running_on(model, module.weights):
+            if not with_probabilities:
+                return {"labels": predict(model, images, **options)}
+            probabilities = predict(model, images, output="probabilities", **options)
+        return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32), "probabilities": probabilities}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    def predict_images(images):
+        shape = tf.shape(images)
+        with tf.control_dependencies([_check_batch_size(shape[0]), _check_pixels(shape[1], shape[2], max_pixels)]):
+            return outputs(images)
+
+    def predict_one(image_bytes):
+        image = _decode_image(image_bytes, max_pixels)
+        ragged = {key: tf.RaggedTensor.from_tensor(value[0], ragged_rank=1)
+                  for key, value in outputs(image[tf.newaxis]).items()}
+        return {**ragged, "heights": tf.shape(image)[0], "widths": tf.shape(image)[1]}
+
+    output_signature = {"labels": tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1),
+                        "heights": tf.int32, "widths": tf.int32}
+    if with_probabilities:
+        output_signature["probabilities"] = tf.RaggedTensorSpec(
+            [None, None, model.num_classes], tf.float32, ragged_rank=1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serving_default(image_bytes):
+        with tf.control_dependencies([_check_batch_size(tf.size(image_bytes))]):
+            image_bytes = tf.identity(image_bytes)
+        # One image at a time: sizes differ, and it bounds the memory to one image's activations.
+        results = tf.map_fn(predict_one, image_bytes, parallel_iterations=1, fn_output_signature=output_signature)
+        results["labels"] = results["labels"].to_tensor(default_value=LABEL_PADDING)
+        if with_probabilities:
+            results["probabilities"] = results["probabilities"].to_tensor(default_value=0.0)
+        return results
+
+    module.predict_images = predict_images
+    module.serving_default = serving_default
+    return module
+
+
+def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_size=None,
+                       include_probabilities=False, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                       weights_dtype="float32", class_names=None, checkpoint=None):
+    """Writes `model` as a SavedModel with the `serving_default` and `predict_images` signatures.
+
+    Args:
+        model: a DeepLabV3, built at the output stride to serve at (`deeplab_tf.workdir.load_model(
+            path, output_stride=8)` rebuilds a model trained at 16).
+        export_dir: the SavedModel directory (for TF Serving `<base>/<version>`: see `export_version`).
+        scales, flip, window_size: multi-scale, left-right flip and sliding-window inference, as in
+            `deeplab_tf.evaluation.inference.predict`.
+        include_probabilities: also output the per-class probabilities.
+        max_image_pixels: larger images are refused with InvalidArgument (the server's memory bound).
+        weights_dtype: "float32", or "bfloat16"/"float16" to store the weights at half the size
+            (they are cast back, so computation stays float32).
+        class_names: names of the classes, recorded with the settings (default class_<i>).
+        checkpoint: the checkpoint the weights came from, recorded with the settings.
+
+    Returns:
+        The recorded settings (a dict).
+    """
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}.")
+    class_names = list(class_names or (f"class_{i}" for i in range(model.num_classes)))
+    if len(class_names) != model.num_classes:
+        raise ValueError(f"{len(class_names)} class names given for a model with {model.num_classes} classes.")
+    settings = {
+        "output_stride": model.output_stride,
+        "scales": [float(scale) for scale in scales],
+        "flip": bool(flip),
+        "window_size": list(window_size) if window_size else None,
+        "include_probabilities": bool(include_probabilities),
+        "max_image_pixels": int(max_image_pixels),
+        "label_padding": LABEL_PADDING,
+        "weights_dtype": weights_dtype,
+        "num_classes": model.num_classes,
+        "class_names": class_names,
+        "checkpoint": checkpoint,
+        "model_config": model.get_config(),
+    }
+    module = _serving_module(model, settings)
+    tf.saved_model.save(module, export_dir, signatures={
+        SERVING_SIGNATURE: module.serving_default, FLOAT_SIGNATURE: module.predict_images})
+    settings_path = os.path.join(export_dir, SETTINGS_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(settings_path))
+    with tf.io.gfile.GFile(settings_path, "w") as f:
+        json.dump(settings, f, indent=2)
+    return settings
+
+
+def next_version(base_dir):
+    """1 + the largest integer version directory under `base_dir` (1 if none)."""
+    if not tf.io.gfile.isdir(base_dir):
+        return 1
+    versions = [int(name.rstrip("/")) for name in tf.io.gfile.listdir(base_dir) if name.rstrip("/").isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_version(model, base_dir, *, version=None, overwrite=False, **export_kwargs):
+    """Exports to `<base_dir>/<version>/` (default: the next version), the layout TF Serving polls.
+
+    The SavedModel is written under a temporary name that TF Serving ignores, then renamed, so a
+    server polling `base_dir` never loads a half-written version.
+
+    Args:
+        model, export_kwargs: as for `export_saved_model`.
+        base_dir: the model's base path (TF Serving's --model_base_path).
+        version: a positive integer; default one more than the largest existing version.
+        overwrite: replace an existing version instead of refusing to.
+
+    Returns:
+        (version directory, settings dict).
+    """
+    version = next_version(base_dir) if version is None else int(version)
+    if version <= 0:
+        raise ValueError(f"The version must be a positive integer (TF Serving's numbering), got {version}.")
+    final_dir = os.path.join(base_dir, str(version))
+    if tf.io.gfile.exists(final_dir) and not overwrite:
+        raise FileExistsError(f"{final_dir} exists: choose another version or overwrite it.")
+    temp_dir = os.path.join(base_dir, f".tmp-{version}-{os.getpid()}-{time.time_ns()}")
+    try:
+        settings = export_saved_model(model, temp_dir, **export_kwargs)
+        if tf.io.gfile.exists(final_dir):
+            tf.io.gfile.rmtree(final_dir)
+        tf.io.gfile.rename(temp_dir, final_dir)
+    finally:
+        if tf.io.gfile.exists(temp_dir):
+            tf.io.gfile.rmtree(temp_dir)
+    return final_dir, settings
+
+
+def export_tflite(saved_model_dir, path):
+    """Converts the `predict_images` signature of an exported SavedModel to a TFLite file.
+
+    `serving_default` cannot be converted: TFLite has no image decoding or ragged-tensor ops. Image
+    sizes stay dynamic (resize the interpreter's input per image size). Weights keep the SavedModel's
+    float32 or float16; TFLite has no bfloat16 weights, so export with float32 or float16 for TFLite.
+
+    Raises:
+        ValueError: the SavedModel's weights are bfloat16.
+        RuntimeError: with the converter's message, when TFLite cannot convert the model.
+    """
+    with tf.io.gfile.GFile(os.path.join(saved_model_dir, SETTINGS_FILE)) as f:
+        if json.load(f)["weights_dtype"] == "bfloat16":
+            raise ValueError("TFLite has no bfloat16 weights: export with weights_dtype float32 or float16.")
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[FLOAT_SIGNATURE])
+    try:
+        flatbuffer = converter.convert()
+    except tf.lite.ConverterError as error:
+        raise RuntimeError(f"TFLite cannot convert {saved_model_dir} ({FLOAT_SIGNATURE}): {error}") from error
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(flatbuffer)
+    return path
+
+
+def directory_size(path):
+    """Bytes of all files under `path`."""
+    return sum(tf.io.gfile.stat(os.path.join(root, name)).length
+               for root, _, names in tf.io.gfile.walk(path) for name in names)
