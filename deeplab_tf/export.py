@@ -244,21 +244,21 @@ def export_version(model, base_dir, *, version=None, overwrite=False, **export_k
     return final_dir, settings
 
 
-def export_tflite(saved_model_dir, path):
+def export_tflite(saved_model_dir, path, *, float16_weights=False):
     """Converts the `predict_images` signature of an exported SavedModel to a TFLite file.
 
     `serving_default` cannot be converted: TFLite has no image decoding or ragged-tensor ops. Image
-    sizes stay dynamic (resize the interpreter's input per image size). Weights keep the SavedModel's
-    float32 or float16; TFLite has no bfloat16 weights, so export with float32 or float16 for TFLite.
+    sizes stay dynamic (resize the interpreter's input to each image). The converter folds the casts
+    of half-precision SavedModel weights, so the TFLite weights are float32 unless `float16_weights`
+    (TFLite has no bfloat16 weights).
 
     Raises:
-        ValueError: the SavedModel's weights are bfloat16.
         RuntimeError: with the converter's message, when TFLite cannot convert the model.
     """
-    with tf.io.gfile.GFile(os.path.join(saved_model_dir, SETTINGS_FILE)) as f:
-        if json.load(f)["weights_dtype"] == "bfloat16":
-            raise ValueError("TFLite has no bfloat16 weights: export with weights_dtype float32 or float16.")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[FLOAT_SIGNATURE])
+    if float16_weights:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
     try:
         flatbuffer = converter.convert()
     except tf.lite.ConverterError as error:
