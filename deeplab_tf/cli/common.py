@@ -1,0 +1,99 @@
+"""Flags and the exit path shared by deeplab-eval and deeplab-vis: the checkpoint, the dataset and
+the inference options (output stride, scales, flips, sliding windows)."""
+
+import contextlib
+import sys
+
+import tensorflow as tf
+from absl import app, flags
+
+from deeplab_tf.data import dataset_info_from_spec, get_dataset_info
+
+CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None,
+    "A training workdir (its latest checkpoint), its checkpoints/ folder or a checkpoint prefix "
+    "such as <workdir>/checkpoints/ckpt-30000.")
+DATASET = flags.DEFINE_string(
+    "dataset", "pascal_voc_seg",
+    "Registered dataset (pascal_voc_seg, cityscapes, coco_voc): classes, names, colormap.")
+DATASET_SPEC = flags.DEFINE_string(
+    "dataset_spec", None, "JSON dataset spec of your own data; replaces --dataset (docs/data.md).")
+OUTPUT_STRIDE = flags.DEFINE_integer(
+    "eval_output_stride", None,
+    "Output stride to run the model at; default: the one it was trained at (16 in the paper's "
+    "recipe). The paper's val numbers use 8.")
+SCALES = flags.DEFINE_list(
+    "eval_scales", ["1.0"],
+    "Input scales whose probabilities are averaged; the paper's: 0.5,0.75,1.0,1.25,1.5,1.75.")
+FLIP = flags.DEFINE_boolean("flip", False, "Also average in the left-right flipped images.")
+WINDOW_SIZE = flags.DEFINE_list(
+    "window_size", None,
+    "Run the model on overlapping tiles of this size (N or H,W, e.g. 769) instead of whole "
+    "images, to bound memory on large images; default: whole images, as the paper.")
+OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None,
+    "deeplab-eval: folder for the metrics JSON and TensorBoard summaries (default "
+    "<workdir>/eval_os<N>[_ms][_flip]); deeplab-vis: folder for the PNGs (required).")
+MAX_IMAGES = flags.DEFINE_integer(
+    "max_images", None, "Process only the first this many images (a quick look).", lower_bound=1)
+
+def dataset_info():
+    """The DatasetInfo of --dataset_spec or else --dataset."""
+    try:
+        if DATASET_SPEC.value:
+            return dataset_info_from_spec(DATASET_SPEC.value)
+        return get_dataset_info(DATASET.value)
+    except KeyError as error:
+        raise app.UsageError(f"--dataset: {error.args[0]}") from None
+    except (OSError, ValueError, TypeError) as error:
+        raise app.UsageError(f"--dataset_spec={DATASET_SPEC.value}: {error}") from None
+
+
+def _positive_ints(flag):
+    try:
+        values = [int(value) for value in flag.value]
+    except ValueError:
+        values = []
+    if not values or min(values) <= 0:
+        raise app.UsageError(f"--{flag.name}: expected positive integers, got {flag.value}")
+    return values
+
+
+def inference_options():
+    """`inference.predict`'s keyword arguments (scales, flip, window_size) from the flags."""
+    try:
+        scales = tuple(float(scale) for scale in SCALES.value)
+    except ValueError:
+        scales = ()
+    if not scales or min(scales) <= 0:
+        raise app.UsageError(f"--eval_scales: expected a comma list of positive numbers such as "
+                             f"0.5,0.75,1.0, got {','.join(SCALES.value)!r}")
+    window_size = None
+    if WINDOW_SIZE.value:
+        window_size = _positive_ints(WINDOW_SIZE)
+        if len(window_size) > 2:
+            raise app.UsageError(f"--window_size: give N or H,W, got {WINDOW_SIZE.value}")
+        window_size = (window_size * 2)[:2]
+    return {"scales": scales, "flip": FLIP.value, "window_size": window_size}
+
+
+def require(flag, example):
+    """The flag's value; a usage error naming it (with an example) if it is unset."""
+    if not flag.value:
+        raise app.UsageError(f"--{flag.name} is required, e.g. --{flag.name}={example}")
+    return flag.value
+
+
+@contextlib.contextmanager
+def exit_on_user_error(program):
+    """Ends the program with the error's one-line message (exit status 1) instead of a traceback
+    when a user mistake surfaces: a missing file, an empty split, a wrong checkpoint."""
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError as error:
+        sys.exit(f"{program}: out of memory ({error.message.splitlines()[0]}); evaluate large "
+                 "images in tiles with --window_size=513, or use fewer --eval_scales.")
+    except tf.errors.OpError as error:  # the lines after the first are TensorFlow's op context
+        sys.exit(f"{program}: {error.message.splitlines()[0]}")
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"{program}: {error}")

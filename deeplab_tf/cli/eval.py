@@ -1,0 +1,56 @@
+"""deeplab-eval: mIOU of a trained checkpoint on a TFRecord split, per class and overall.
+
+    deeplab-eval --checkpoint=runs/voc_os16 --eval_pattern='/data/voc_tfrecord/val-*'
+
+The paper's val protocol (Table 4/6): --eval_output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75
+--flip. Prints a per-class table and the scores, and writes metrics-<step>.json and TensorBoard
+scalars to --output_dir (default <workdir>/eval_os<N>[_ms][_flip]). With --loop it evaluates every
+new checkpoint of a running training job until none appears for --loop_timeout_secs.
+"""
+
+from absl import app, flags
+
+from deeplab_tf.cli import common
+from deeplab_tf.evaluation import evaluator
+from deeplab_tf.evaluation.metrics import format_metrics_table
+
+EVAL_PATTERN = flags.DEFINE_string("eval_pattern", None, "TFRecord glob of the split to evaluate.")
+LOOP = flags.DEFINE_boolean(
+    "loop", False, "Evaluate the latest checkpoint, then each new one as training writes it.")
+LOOP_TIMEOUT_SECS = flags.DEFINE_integer(
+    "loop_timeout_secs", 3600, "With --loop: end once no new checkpoint appeared for this long.",
+    lower_bound=0)
+
+
+def _report(results, path):
+    print(format_metrics_table(results))
+    print(f"step {results['step']}: mIOU {100 * results['mean_iou']:.2f}% over "
+          f"{results['num_images']} images (output stride {results['output_stride']}, scales "
+          f"{','.join(map(str, results['scales']))}{', flip' if results['flip'] else ''}, "
+          f"{results['images_per_second']:.2f} img/s) -> {path}", flush=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
+    eval_pattern = common.require(EVAL_PATTERN, "'/data/voc_tfrecord/val-*'")
+    kwargs = dict(common.inference_options(), dataset_info=common.dataset_info(),
+                  output_stride=common.OUTPUT_STRIDE.value, output_dir=common.OUTPUT_DIR.value,
+                  max_images=common.MAX_IMAGES.value,
+                  progress=evaluator.ProgressPrinter("deeplab-eval"))
+    with common.exit_on_user_error("deeplab-eval"):
+        if LOOP.value:
+            for results, path in evaluator.evaluate_new_checkpoints(
+                    checkpoint, eval_pattern, timeout_secs=LOOP_TIMEOUT_SECS.value, **kwargs):
+                _report(results, path)
+        else:
+            _report(*evaluator.evaluate_checkpoint(checkpoint, eval_pattern, **kwargs))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

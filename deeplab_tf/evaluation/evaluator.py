@@ -1,0 +1,225 @@
+"""Evaluation of a trained model on a split, of a checkpoint, and of every new checkpoint of a run.
+
+The paper's protocol (section 4.2): whole images at their original size, predictions compared with
+the labels at the labels' own resolution, pixels labelled `ignore_label` left out, and one confusion
+matrix summed over the whole split before any score is computed (`metrics`). Multi-scale inputs,
+left-right flips and sliding windows are `inference.predict`'s options.
+
+Results of a checkpoint go to ``<workdir>/eval_os<N>[_ms][_flip]/`` (or a given folder): one
+``metrics-<step>.json`` per checkpoint and TensorBoard scalars at the checkpoint's training step, so
+that runs evaluated with different inference settings show side by side.
+"""
+
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from deeplab_tf import workdir as workdir_lib
+from deeplab_tf.constants import IGNORE_LABEL
+from deeplab_tf.data import eval_dataset
+from deeplab_tf.evaluation import inference
+from deeplab_tf.evaluation import metrics as metrics_lib
+
+
+def count_examples(file_pattern, *, max_images=None):
+    """Number of records in the TFRecord files matching `file_pattern`, at most `max_images`
+    (the files are read, not decoded).
+
+    Raises:
+        ValueError: no file matches the pattern or the files hold no record (the message names
+            the pattern).
+    """
+    eval_dataset(file_pattern)  # checks that the pattern matches files
+    records = tf.data.TFRecordDataset(tf.data.Dataset.list_files(file_pattern, shuffle=False))
+    count = int(records.take(max_images or -1).reduce(tf.constant(0, tf.int64),
+                                                      lambda count, _: count + 1))
+    if count == 0:
+        raise ValueError(f"the TFRecord files matching {file_pattern!r} hold no example: the split "
+                         "is empty; check the conversion's report or the pattern.")
+    return count
+
+
+def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None):
+    """`inference.predict` labels of one image, traced once for every image size.
+
+    Returns:
+        A function float32 [1, H, W, 3] (RGB, 0..255) -> int32 [1, H, W].
+    """
+    return tf.function(
+        lambda images: inference.predict(model, images, scales=scales, flip=flip,
+                                         window_size=window_size),
+        input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+
+
+class ProgressPrinter:
+    """A `progress` callback printing "images done/total, img/s" every `interval_secs` and at the end.
+
+    The rate counts from the first image on, so it leaves out tracing and the first run's set-up.
+    A new evaluation (image 1 again) starts over, so one printer serves the evaluation loop.
+    """
+
+    def __init__(self, prefix="eval", *, stream=None, interval_secs=10.0):
+        self._prefix, self._stream, self._interval = prefix, stream or sys.stderr, interval_secs
+        self._first = self._last_print = None
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if done == 1:
+            self._first = self._last_print = now
+        if done < total and now - self._last_print < self._interval:
+            return
+        self._last_print = now
+        rate = f", {(done - 1) / (now - self._first):.2f} img/s" if done > 1 else ""
+        print(f"{self._prefix}: {done}/{total} images{rate}", file=self._stream, flush=True)
+
+
+def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, scales=(1.0,),
+             flip=False, window_size=None, class_names=None, max_images=None, progress=None):
+    """Segments every image of a TFRecord split and scores the split's confusion matrix.
+
+    Args:
+        model: callable ``model(images, training=False)`` -> logits at the input size, e.g. a
+            DeepLabV3 (evaluated as it is built: at its own output stride).
+        file_pattern: TFRecord glob (or list of globs) of the split.
+        num_classes: number of classes of the dataset (and of the model's logits).
+        ignore_label: label value left out of the counts.
+        scales, flip, window_size: inference options, see `inference.predict`.
+        class_names: names for the per-class entries (default "class_<i>").
+        max_images: evaluate only the first this many images (a quick look, not a score).
+        progress: optional callable ``progress(images_done, images_total)`` called after each
+            image, e.g. a `ProgressPrinter`.
+
+    Returns:
+        `metrics.segmentation_metrics` of the summed confusion matrix, plus ``num_images`` and
+        ``confusion_matrix`` (rows ground truth, columns prediction, as lists of ints).
+
+    Raises:
+        ValueError: the pattern matches no file or only empty files, or an image's label holds
+            values outside [0, num_classes) other than `ignore_label` (the message names it).
+    """
+    total = count_examples(file_pattern, max_images=max_images)
+    predict_labels = make_predict_fn(model, scales=scales, flip=flip, window_size=window_size)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32),
+                                  tf.TensorSpec([1, None, None], tf.int32)])
+    def confusion_of(images, labels):
+        return metrics_lib.confusion_matrix(labels, predict_labels(images),
+                                            num_classes=num_classes, ignore_label=ignore_label)
+
+    confusion = np.zeros([num_classes, num_classes], np.int64)
+    for done, example in enumerate(eval_dataset(file_pattern).take(total), start=1):
+        try:
+            confusion += confusion_of(example["image"], example["label"]).numpy()
+        except tf.errors.InvalidArgumentError as error:
+            name = example["filename"][0].numpy().decode("utf-8", "replace")
+            raise ValueError(f"image {name!r} of {file_pattern!r}: "
+                             f"{error.message.splitlines()[0]}") from None
+        if progress:
+            progress(done, total)
+    metrics = metrics_lib.segmentation_metrics(confusion, class_names=class_names)
+    metrics.update(num_images=total, confusion_matrix=confusion.tolist())
+    return metrics
+
+
+def checkpoint_step(prefix):
+    """The training step of a checkpoint: the N of the trainer's ``ckpt-N`` prefixes, else 0."""
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else 0
+
+
+def default_output_dir(workdir, *, output_stride, scales=(1.0,), flip=False):
+    """``<workdir>/eval_os<N>``, with ``_ms`` for multi-scale inputs and ``_flip`` for flips."""
+    suffix = ("_ms" if tuple(scales) != (1.0,) else "") + ("_flip" if flip else "")
+    return os.path.join(workdir, f"eval_os{output_stride}{suffix}")
+
+
+def write_results(output_dir, results, *, step):
+    """Writes `results` (metrics plus settings) as ``metrics-<step>.json`` and TensorBoard scalars
+    (tags from `metrics.summary_scalars`) at `step`; returns the JSON path."""
+    tf.io.gfile.makedirs(output_dir)
+    path = os.path.join(output_dir, f"metrics-{step}.json")
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(metrics_lib.metrics_to_json(results))
+    writer = tf.summary.create_file_writer(output_dir)
+    with writer.as_default():
+        for tag, value in metrics_lib.summary_scalars(results).items():
+            tf.summary.scalar(tag, value, step=step)
+    writer.close()
+    return path
+
+
+def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride=None,
+                        scales=(1.0,), flip=False, window_size=None, output_dir=None,
+                        max_images=None, progress=None):
+    """Evaluates one checkpoint on a split and records the result at the checkpoint's step.
+
+    Args:
+        checkpoint: a workdir (its latest checkpoint), its checkpoints/ directory or a prefix.
+        file_pattern: TFRecord glob of the split.
+        dataset_info: the split's `data.DatasetInfo` (classes, class names, ignore label).
+        output_stride: rebuild the model at this output stride (the paper trains at 16 and
+            evaluates at 8); None keeps the trained one.
+        scales, flip, window_size: inference options, see `inference.predict`.
+        output_dir: where to write; default `default_output_dir` of the checkpoint's workdir.
+        max_images, progress: see `evaluate`.
+
+    Returns:
+        (results, JSON path): results are `evaluate`'s metrics plus the checkpoint, step, split
+        and inference settings, and the time taken.
+    """
+    count_examples(file_pattern)  # a wrong pattern or an empty split fails before loading
+    workdir, prefix = workdir_lib.resolve_checkpoint(checkpoint)
+    model, prefix, model_config = workdir_lib.load_model(
+        prefix, output_stride=output_stride, num_classes=dataset_info.num_classes)
+    output_stride = output_stride or model_config["output_stride"]
+    start = time.monotonic()
+    metrics = evaluate(model, file_pattern, num_classes=dataset_info.num_classes,
+                       ignore_label=dataset_info.ignore_label, scales=scales, flip=flip,
+                       window_size=window_size, class_names=dataset_info.class_names,
+                       max_images=max_images, progress=progress)
+    seconds = time.monotonic() - start
+    step = checkpoint_step(prefix)
+    results = {
+        "checkpoint": prefix, "step": step, "dataset": dataset_info.name,
+        "eval_pattern": file_pattern, "output_stride": output_stride, "scales": list(scales),
+        "flip": flip, "window_size": window_size, "seconds": seconds,
+        "images_per_second": metrics["num_images"] / seconds, **metrics,
+    }
+    output_dir = output_dir or default_output_dir(workdir, output_stride=output_stride,
+                                                  scales=scales, flip=flip)
+    return results, write_results(output_dir, results, step=step)
+
+
+def evaluate_new_checkpoints(checkpoint_dir, file_pattern, *, timeout_secs, **kwargs):
+    """The evaluation loop: evaluates each new checkpoint of a training run as it appears.
+
+    Starts with the latest checkpoint (waiting for the first one if there is none yet) and ends
+    once no new checkpoint has appeared for `timeout_secs`. A checkpoint the trainer deleted
+    (``max_to_keep``) before it could be read is skipped with a warning.
+
+    Args:
+        checkpoint_dir: the run's workdir or its checkpoints/ directory.
+        file_pattern: TFRecord glob of the split.
+        timeout_secs: how long to wait for a new checkpoint before ending.
+        **kwargs: `evaluate_checkpoint`'s keyword arguments.
+
+    Yields:
+        `evaluate_checkpoint`'s (results, JSON path) for each checkpoint evaluated.
+    """
+    if tf.io.gfile.exists(checkpoint_dir + ".index"):
+        raise ValueError(f"{checkpoint_dir} is a single checkpoint; the evaluation loop needs the "
+                         "run's workdir or its checkpoints/ folder.")
+    if os.path.basename(os.path.normpath(checkpoint_dir)) != workdir_lib.CHECKPOINT_DIR:
+        checkpoint_dir = workdir_lib.checkpoint_dir(checkpoint_dir)
+    for prefix in tf.train.checkpoints_iterator(checkpoint_dir, timeout=timeout_secs):
+        try:
+            yield evaluate_checkpoint(prefix, file_pattern, **kwargs)
+        except (FileNotFoundError, tf.errors.NotFoundError):
+            if tf.io.gfile.exists(prefix + ".index"):
+                raise
+            logging.warning("Skipped %s: deleted before it could be evaluated.", prefix)

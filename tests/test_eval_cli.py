@@ -1,0 +1,166 @@
+"""deeplab-eval and the evaluator: exact streaming confusion matrix, JSON and TensorBoard outputs,
+output strides 16 and 8, the evaluation loop, and clear messages for bad input."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import app
+
+from deeplab_tf.cli import eval as eval_cli
+from deeplab_tf.data import eval_dataset, get_dataset_info
+from deeplab_tf.evaluation import evaluator, inference
+from eval_utils import IMAGE_SIZES, make_voc_val, make_workdir, run_main
+
+VOC = get_dataset_info("pascal_voc_seg")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    pattern = make_voc_val(str(root / "voc"))
+    workdir = str(root / "run")
+    model = make_workdir(workdir, step=5)
+    return dict(root=root, pattern=pattern, workdir=workdir, model=model)
+
+
+def numpy_confusion(labels, predictions, num_classes, ignore_label=255):
+    valid = labels != ignore_label
+    pairs = labels[valid].astype(np.int64) * num_classes + predictions[valid]
+    return np.bincount(pairs, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def test_confusion_matrix_equals_numpy_over_predict_labels(data):
+    options = dict(scales=(0.75, 1.0), flip=True)
+    metrics = evaluator.evaluate(data["model"], data["pattern"], num_classes=21, **options)
+
+    predict = tf.function(lambda images: inference.predict(data["model"], images, **options),
+                          input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+    expected = np.zeros([21, 21], np.int64)
+    sizes = []
+    for example in eval_dataset(data["pattern"]):
+        labels = example["label"].numpy()
+        predictions = predict(example["image"]).numpy()
+        assert predictions.shape == labels.shape  # original resolution
+        expected += numpy_confusion(labels, predictions, 21)
+        sizes.append(labels.shape[1:])
+    assert sorted(sizes) == sorted(IMAGE_SIZES)
+    np.testing.assert_array_equal(metrics["confusion_matrix"], expected)
+    assert metrics["num_images"] == 3
+    assert metrics["num_pixels"] == expected.sum() > 0
+    assert (expected.sum(axis=0) > 0).sum() >= 2  # a real test: several classes predicted
+    union = expected.sum(0) + expected.sum(1) - np.diag(expected)
+    assert metrics["mean_iou"] == pytest.approx(np.mean(np.diag(expected)[union > 0] / union[union > 0]))
+
+
+def _summaries(directory):
+    """{tag: {step: value}} of the TensorBoard events under `directory`."""
+    values = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values.setdefault(value.tag, {})[event.step] = float(
+                    tf.make_ndarray(value.tensor))
+    return values
+
+
+def test_cli_at_output_stride_16_and_8_prints_table_and_writes_json_and_summaries(
+        data, capsys):
+    run_main(eval_cli, checkpoint=data["workdir"], eval_pattern=data["pattern"])
+    out = capsys.readouterr()
+    assert "aeroplane" in out.out and "tvmonitor" in out.out and "mIOU" in out.out
+    assert "3/3 images" in out.err
+
+    output_dir = os.path.join(data["workdir"], "eval_os16")  # the trained output stride
+    with open(os.path.join(output_dir, "metrics-5.json")) as f:
+        results = json.load(f)
+    assert (results["step"], results["output_stride"], results["num_images"]) == (5, 16, 3)
+    assert results["checkpoint"].endswith("ckpt-5")
+    assert [c["name"] for c in results["per_class"]] == list(VOC.class_names)
+    assert f"{100 * results['mean_iou']:.2f}" in out.out
+    summaries = _summaries(output_dir)
+    assert summaries["mean_iou"] == {5: pytest.approx(results["mean_iou"])}
+    assert summaries["iou/background"][5] == pytest.approx(results["per_class"][0]["iou"])
+
+    run_main(eval_cli, checkpoint=data["workdir"], eval_pattern=data["pattern"],
+             eval_output_stride=8)
+    with open(os.path.join(data["workdir"], "eval_os8", "metrics-5.json")) as f:
+        at_8 = json.load(f)
+    assert at_8["output_stride"] == 8 and at_8["num_pixels"] == results["num_pixels"]
+    # Same weights, finer features: the predictions (and so the matrices) are not identical.
+    assert at_8["confusion_matrix"] != results["confusion_matrix"]
+
+
+def test_evaluation_loop_evaluates_each_new_checkpoint_then_times_out(data):
+    workdir = str(data["root"] / "running")
+    shutil.copytree(data["workdir"], workdir)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=data["model"]),
+                                         os.path.join(workdir, "checkpoints"), max_to_keep=3)
+    loop = evaluator.evaluate_new_checkpoints(
+        workdir, data["pattern"], timeout_secs=1, dataset_info=VOC, max_images=1,
+        output_dir=str(data["root"] / "loop"))
+    first, _ = next(loop)
+    manager.save(checkpoint_number=7)  # training goes on
+    second, path = next(loop)
+    assert (first["step"], second["step"]) == (5, 7)
+    assert path == str(data["root"] / "loop" / "metrics-7.json")
+    assert list(loop) == []  # no new checkpoint within the timeout: the loop ends
+
+
+def _fails(**flag_values):
+    """The message deeplab-eval exits with."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(eval_cli, **flag_values)
+    return str(exit_info.value.code)
+
+
+def test_checkpoint_for_another_number_of_classes(data):
+    message = _fails(checkpoint=data["workdir"], eval_pattern=data["pattern"],
+                     dataset="cityscapes")
+    assert "21 classes" in message and "19" in message and "ckpt-5" in message
+
+
+def test_pattern_matching_nothing_and_empty_split(data):
+    missing = str(data["root"] / "nowhere" / "val-*")
+    message = _fails(checkpoint=data["workdir"], eval_pattern=missing)
+    assert missing in message and "convert the dataset" in message
+
+    empty = str(data["root"] / "empty-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(empty):
+        pass
+    message = _fails(checkpoint=data["workdir"], eval_pattern=empty)
+    assert empty in message and "empty" in message
+
+
+def test_missing_checkpoint(data):
+    prefix = os.path.join(data["workdir"], "checkpoints", "ckpt-99")
+    message = _fails(checkpoint=prefix, eval_pattern=data["pattern"])
+    assert prefix in message and "workdir" in message
+
+
+def test_bad_flags_are_usage_errors(data):
+    for flag_values, expected in (({"eval_pattern": data["pattern"]}, "--checkpoint"),
+                                  ({"checkpoint": data["workdir"]}, "--eval_pattern"),
+                                  ({"checkpoint": data["workdir"], "eval_pattern": data["pattern"],
+                                    "eval_scales": "1.0,big"}, "--eval_scales"),
+                                  ({"checkpoint": data["workdir"], "eval_pattern": data["pattern"],
+                                    "dataset": "voc"}, "unknown dataset")):
+        with pytest.raises(app.UsageError, match=expected):
+            run_main(eval_cli, **flag_values)
+
+
+def test_console_script_exits_with_the_message_not_a_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "deeplab_tf.cli.eval", f"--checkpoint={tmp_path}",
+         f"--eval_pattern={tmp_path}/val-*"],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 1
+    assert "deeplab-eval: no TFRecord files match" in result.stderr
+    assert "Traceback" not in result.stderr

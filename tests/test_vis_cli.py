@@ -1,0 +1,144 @@
+"""deeplab-vis: index/colour/overlay PNGs at each image's size from a folder (any pixel mode) or a
+TFRecord split, user palettes, and clear messages for bad input."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from absl import app
+from PIL import Image
+
+from deeplab_tf import visualization
+from deeplab_tf.cli import vis as vis_cli
+from deeplab_tf.data import fake
+from deeplab_tf.evaluation import visualizer
+from eval_utils import IMAGE_SIZES, make_voc_val, make_workdir, run_main
+
+RNG = np.random.default_rng(3)
+RGB = fake.random_image(RNG, 33, 41)
+GREY = RGB[..., 1]
+RGBA = np.dstack([fake.random_image(RNG, 25, 31), np.full((25, 31), 7, np.uint8)])
+PALETTE_INDICES = RNG.integers(0, 4, (21, 30)).astype(np.uint8)
+PALETTE = np.array([[0, 0, 0], [200, 10, 10], [10, 200, 10], [10, 10, 200]], np.uint8)
+
+
+def _palette_image():
+    image = Image.fromarray(PALETTE_INDICES)
+    image.putpalette(PALETTE.ravel().tolist())  # 'L' -> 'P' with the same indices
+    return image
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vis")
+    images = root / "images"
+    (images / "sub").mkdir(parents=True)
+    Image.fromarray(RGB).save(images / "photo.jpg", quality=95)
+    Image.fromarray(GREY).save(images / "grey.png")
+    Image.fromarray(RGBA).save(images / "alpha.png")
+    _palette_image().save(images / "sub" / "palette.png", transparency=0)
+    (images / "notes.txt").write_text("not an image")
+    workdir = str(root / "run")
+    make_workdir(workdir)
+    return dict(root=root, images=str(images), workdir=workdir,
+                pattern=make_voc_val(str(root / "voc")))
+
+
+def test_any_pixel_mode_is_read_as_rgb(data):
+    def read(name):
+        return visualizer.read_rgb_image(os.path.join(data["images"], name))
+
+    np.testing.assert_array_equal(read("grey.png"), np.stack([GREY] * 3, axis=-1))
+    np.testing.assert_array_equal(read("alpha.png"), RGBA[..., :3])
+    np.testing.assert_array_equal(read("sub/palette.png"), PALETTE[PALETTE_INDICES])
+    assert read("photo.jpg").shape == (33, 41, 3)
+
+
+def _written(output_dir, name):
+    return {kind: Image.open(os.path.join(output_dir, kind, name + ".png"))
+            for kind in ("index", "color", "overlay")}
+
+
+def test_folder_of_images_gives_index_color_and_overlay_pngs_at_their_sizes(data, capsys):
+    output_dir = str(data["root"] / "out_folder")
+    run_main(vis_cli, checkpoint=data["workdir"], image_dir=data["images"], output_dir=output_dir)
+    assert "Wrote 4 predictions" in capsys.readouterr().out
+    colormap = visualization.get_colormap("pascal")
+    for name, (height, width) in (("photo", (33, 41)), ("grey", (33, 41)), ("alpha", (25, 31)),
+                                  ("sub/palette", (21, 30))):
+        written = _written(output_dir, name)
+        assert all(image.size == (width, height) for image in written.values()), name
+        assert written["index"].mode == "P"
+        index = np.asarray(written["index"])
+        assert index.max() < 21
+        np.testing.assert_array_equal(np.asarray(written["color"]), colormap[index])
+        assert written["overlay"].mode == "RGB"
+    assert not os.path.exists(os.path.join(output_dir, "index", "notes.png"))
+
+
+def test_tfrecord_split_at_output_stride_8_with_a_palette_file(data):
+    palette = [[i, 255 - i, 0] for i in range(0, 210, 10)]
+    palette_path = data["root"] / "palette.json"
+    palette_path.write_text(json.dumps(palette))
+    output_dir = str(data["root"] / "out_split")
+    run_main(vis_cli, checkpoint=data["workdir"], vis_pattern=data["pattern"],
+             output_dir=output_dir, palette=str(palette_path), eval_output_stride=8,
+             max_images=2)
+    names = sorted(os.listdir(os.path.join(output_dir, "color")))
+    assert len(names) == 2 and all(name.startswith("2007_") for name in names)
+    for name in names:
+        written = _written(output_dir, name[:-len(".png")])
+        assert written["color"].size[::-1] in IMAGE_SIZES
+        index = np.asarray(written["index"])
+        np.testing.assert_array_equal(np.asarray(written["color"]),
+                                      np.asarray(palette, np.uint8)[index])
+
+
+def _fails(**flag_values):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(vis_cli, **flag_values)
+    return str(exit_info.value.code)
+
+
+def test_bad_images_name_the_file(data, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    message = _fails(checkpoint=data["workdir"], image_dir=str(tmp_path),
+                     output_dir=str(tmp_path / "out"))
+    assert "broken.jpg" in message and "corrupt" in message
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    message = _fails(checkpoint=data["workdir"], image_dir=str(empty), output_dir=str(tmp_path))
+    assert str(empty) in message and "no image" in message
+
+    Image.fromarray(RGB).save(empty / "a.png")
+    Image.fromarray(RGB).save(empty / "a.jpg")
+    message = _fails(checkpoint=data["workdir"], image_dir=str(empty), output_dir=str(tmp_path))
+    assert "a.png" in message and "rename" in message
+
+
+def test_checkpoint_and_dataset_mismatch_and_missing_checkpoint(data, tmp_path):
+    message = _fails(checkpoint=data["workdir"], image_dir=data["images"],
+                     output_dir=str(tmp_path), dataset="cityscapes")
+    assert "21 classes" in message and "19" in message
+    message = _fails(checkpoint=str(tmp_path / "nothing"), image_dir=data["images"],
+                     output_dir=str(tmp_path))
+    assert str(tmp_path / "nothing") in message
+
+
+def test_bad_flags_are_usage_errors(data, tmp_path):
+    common = dict(checkpoint=data["workdir"], output_dir=str(tmp_path))
+    for flag_values, expected in (
+            ({**common}, "exactly one of --image_dir"),
+            ({**common, "image_dir": data["images"], "vis_pattern": data["pattern"]},
+             "exactly one of --image_dir"),
+            ({**common, "image_dir": data["images"], "cityscapes_label_ids": True},
+             "--dataset=cityscapes"),
+            ({**common, "image_dir": data["images"], "palette": "[[0, 0]]"}, "--palette"),
+            ({**common, "image_dir": data["images"], "palette": "pascal", "colormap": "ade20k"},
+             "at most one"),
+            ({**common, "image_dir": data["images"], "window_size": "65,65,3"},
+             "--window_size")):
+        with pytest.raises(app.UsageError, match=expected):
+            run_main(vis_cli, **flag_values)
