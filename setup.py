@@ -22,6 +22,8 @@ setuptools.setup(
         "ml_collections",
         # COCO polygons / RLE -> masks, the reference decoder.
         "pycocotools",
+        # tf.summary needs it to write TensorBoard events; TensorFlow no longer installs it.
+        "tensorboard",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],

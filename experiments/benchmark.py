@@ -54,7 +54,7 @@ def _run_case(name):
         labels = tf.random.uniform([batch, FLAGS.size, FLAGS.size], 0, 21, dtype=tf.int32)
         optimizer = keras.optimizers.SGD(learning_rate=1e-3, momentum=0.9)
         optimizer.build(model.trainable_variables)
-        step = make_train_step(model, optimizer, num_classes=21)
+        step = tf.function(make_train_step(model, optimizer, global_step=tf.Variable(0, dtype=tf.int64)))
         args = (images, labels)
     for _ in range(2):
         step(*args)

@@ -118,7 +118,9 @@ def test_default_run_checkpoints_resumes_and_loads_at_output_stride_8(tfrecords,
                     r"ETA \d+:\d\d:\d\d", progress[-1])
     saved = json.load(open(workdir / "config.json"))
     assert saved["config"]["train"]["steps"] == 3
-    assert tf.io.gfile.glob(str(workdir / "train" / "events.out.tfevents.*"))
+    tags = {value.tag for path in tf.io.gfile.glob(str(workdir / "train" / "events.out.tfevents.*"))
+            for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+    assert {"train/loss", "train/total_loss", "train/learning_rate", "train/image_label_prediction"} <= tags
 
     # The eval side rebuilds the model at OS 8 from the workdir.
     model, prefix, model_config = workdir_lib.load_model(str(workdir), output_stride=8)

@@ -43,6 +43,8 @@ def small_config(tfrecord_dir, **train_overrides):
     config.train.batch_size = 2
     config.train.steps = 3
     config.train.log_every_steps = 1
+    config.train.summary_every_steps = 1
+    config.train.image_summary_every_steps = 2
     config.train.shuffle_buffer = 8
     config.train.update(train_overrides)
     return config

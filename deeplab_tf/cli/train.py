@@ -48,7 +48,11 @@ def main(argv):
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required: where checkpoints and summaries go.")
 
+    import tensorflow as tf
+
     from deeplab_tf.training.trainer import train
+
+    tf.get_logger().setLevel("WARNING")  # The coordinator logs every join at INFO.
 
     try:
         train(_CONFIG.value, _WORKDIR.value, run_info={"argv": sys.argv, "tf_config": json.loads(

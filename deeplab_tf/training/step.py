@@ -15,7 +15,7 @@ def _global_sum(value):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
-def make_train_step(model, optimizer, *, ignore_label=IGNORE_LABEL, top_k_percent_pixels=1.0,
+def make_train_step(model, optimizer, *, global_step, ignore_label=IGNORE_LABEL, top_k_percent_pixels=1.0,
                     upsample_logits=True):
     """Returns `step(images, labels) -> {"loss", "regularization", "total_loss"}` for one replica.
 
@@ -26,6 +26,8 @@ def make_train_step(model, optimizer, *, ignore_label=IGNORE_LABEL, top_k_percen
     Args:
         model: a `DeepLabV3` (logits at the input size).
         optimizer: a built Keras optimizer (a `LossScaleOptimizer` for float16).
+        global_step: an int64 tf.Variable incremented once per step (atomically, so asynchronous
+            workers never lose a count); the learning-rate schedule reads it.
         ignore_label: label excluded from the loss.
         top_k_percent_pixels: keep only the hardest fraction of pixels (1.0 keeps all).
         upsample_logits: compare logits upsampled to the label size (the paper's choice, Table 8);
@@ -47,6 +49,7 @@ def make_train_step(model, optimizer, *, ignore_label=IGNORE_LABEL, top_k_percen
             scaled = optimizer.scale_loss(total_loss)  # Identity unless a LossScaleOptimizer (float16).
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        global_step.assign_add(1)
         return {"loss": loss, "regularization": tf.cast(regularization, tf.float32), "total_loss": total_loss}
 
     return step

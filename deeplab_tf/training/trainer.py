@@ -165,17 +165,22 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
                 train_cfg.base_learning_rate, train_cfg.steps, power=train_cfg.learning_rate_power,
                 end_learning_rate=train_cfg.end_learning_rate, warmup_steps=train_cfg.warmup_steps,
                 warmup_learning_rate=train_cfg.warmup_learning_rate)
-            optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train_cfg.momentum)
+            # The global step is a tf.Variable of its own: Keras increments optimizer.iterations by a read
+            # then a write, which loses counts when asynchronous workers race; assign_add is atomic.
+            global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(global_step),
+                                             momentum=train_cfg.momentum)
             if train_cfg.precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             # Must happen inside the scope, or the first distributed step fails on a placeholder.
             optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, global_step=global_step)
         manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir),
                                              max_to_keep=train_cfg.keep_checkpoints)
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            log(f"Resuming from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}.")
+            log(f"Resuming from {manager.latest_checkpoint} at step {int(global_step.numpy())}.")
         elif train_cfg.init_checkpoint:
             log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude)))
         else:
@@ -195,7 +200,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
                 # Asynchronous workers all have input pipeline 0: unseeded, they draw different batches.
                 seed=None if ps else train_cfg.seed, input_context=input_context)
 
-        step_fn = make_train_step(model, optimizer, ignore_label=config.dataset.ignore_label,
+        step_fn = make_train_step(model, optimizer, global_step=global_step, ignore_label=config.dataset.ignore_label,
                                   top_k_percent_pixels=train_cfg.top_k_percent_pixels,
                                   upsample_logits=train_cfg.upsample_logits)
         summary_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
@@ -231,7 +236,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
                     outputs = distributed_step(iterator)
                 return {k: float(v) for k, v in outputs.items()}
 
-        step = int(optimizer.iterations.numpy())
+        step = int(global_step.numpy())
         chunk = train_cfg.steps_per_schedule if ps else 1
         last_save_time, last_saved_step = time.time(), step
         window_start, window_steps = time.time(), 0
@@ -240,7 +245,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
         with stop, summary_writer.as_default():
             while step < train_cfg.steps and stop.signal is None:
                 outputs = run_steps(min(chunk, train_cfg.steps - step))
-                new_step = int(optimizer.iterations.numpy())
+                new_step = int(global_step.numpy())
                 window_steps += new_step - step
                 step = new_step
                 if not all(math.isfinite(v) for v in outputs.values()):
