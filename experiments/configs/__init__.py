@@ -1,0 +1,1 @@
+"""One config module per table of the paper; see experiments/README.md for the mapping."""
