@@ -108,6 +108,11 @@ for _info in (
     DatasetInfo(
         name="cityscapes", num_classes=19, class_names=cityscapes_labels.TRAIN_CLASS_NAMES,
         splits={"train": 2975, "val": 500, "train_extra": 19998}, colormap="cityscapes"),
+    # The demo's synthetic scenes (deeplab_tf.demo.dataset), so the binaries know them by name.
+    DatasetInfo(
+        name="demo_shapes", num_classes=6,
+        class_names=("background", "disc", "square", "triangle", "ring", "bar"),
+        splits={"train": 240, "val": 60}, colormap="pascal"),
     # Section 4.3's COCO pretraining set: COCO images with VOC objects, other classes background.
     DatasetInfo(
         name="coco_voc", num_classes=21, class_names=PASCAL_VOC_CLASS_NAMES,

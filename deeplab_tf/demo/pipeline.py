@@ -1,0 +1,201 @@
+"""The demo, end to end: embedded dataset -> TFRecords -> train -> evaluate -> visualise -> export.
+
+Every stage goes through the library code the binaries use, writes into one workspace folder and
+is skipped on a re-run when its output is already there (training resumes from its checkpoint, so
+a larger `steps` continues it). See WORKSPACE.md for the layout.
+"""
+
+import glob
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from deeplab_tf import export, visualization, workdir as workdir_lib
+from deeplab_tf.data.sources.voc import convert_voc2012
+from deeplab_tf.demo import dataset
+from deeplab_tf.evaluation import evaluator, metrics, visualizer
+from deeplab_tf.training.config import default_config
+from deeplab_tf.training.trainer import train
+
+PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+def demo_config(tfrecord_dir, *, steps=400, batch_size=8, crop_size=129):
+    """The paper's recipe scaled to two CPU cores: ResNet-50 at output stride 16, ASPP, poly LR.
+
+    From random initialisation (nothing is downloaded), so the learning rate is higher than the
+    paper's 0.007 fine-tuning from ImageNet, and there is no weight decay to fight it.
+    """
+    config = default_config()
+    config.dataset.name = dataset.NAME
+    config.dataset.train_pattern = os.path.join(tfrecord_dir, "train-*")
+    config.dataset.eval_pattern = os.path.join(tfrecord_dir, "val-*")
+    config.model.backbone = "resnet_v1_50"
+    config.model.output_stride = 16
+    config.model.multi_grid = ()
+    config.model.weight_decay = 0.0
+    config.train.update(
+        steps=steps, batch_size=batch_size, crop_size=(crop_size, crop_size), base_learning_rate=0.02,
+        min_scale=0.5, max_scale=1.5, log_every_steps=10, summary_every_steps=20, image_summary_every_steps=100,
+        checkpoint_every_steps=100, checkpoint_every_minutes=5.0, shuffle_buffer=512)
+    return config
+
+
+class Workspace:
+    """The demo's folders under one root."""
+
+    def __init__(self, root):
+        self.root = os.path.abspath(root)
+        self.data = os.path.join(self.root, "data")
+        self.tfrecords = os.path.join(self.root, "tfrecords")
+        self.workdir = os.path.join(self.root, "runs", "demo")
+        self.vis = os.path.join(self.root, "vis")
+        self.exports = os.path.join(self.root, "exports", "demo")
+
+    def derived(self):
+        return [self.tfrecords, self.workdir, self.vis, self.exports]
+
+
+def _stage(log, number, title):
+    log(f"\n[{number}/6] {title}")
+    return time.monotonic()
+
+
+def _evaluate(workdir, eval_pattern, info, *, output_stride, scales, flip, log):
+    """Evaluates the latest checkpoint, or reads the JSON an earlier run wrote for it."""
+    _, prefix = workdir_lib.resolve_checkpoint(workdir)
+    output_dir = evaluator.default_output_dir(workdir, output_stride=output_stride, scales=scales, flip=flip)
+    cached = os.path.join(output_dir, f"metrics-{evaluator.checkpoint_step(prefix)}.json")
+    if os.path.exists(cached):
+        with open(cached) as f:
+            return json.load(f), cached
+    progress = evaluator.ProgressPrinter(f"  eval OS {output_stride}{' multi-scale + flip' if flip else ''}",
+                                         stream=_LogStream(log))
+    return evaluator.evaluate_checkpoint(prefix, eval_pattern, dataset_info=info, output_stride=output_stride,
+                                         scales=scales, flip=flip, progress=progress)
+
+
+class _LogStream:
+    """A file-like object that sends whole lines to `log`."""
+
+    def __init__(self, log):
+        self._log = log
+
+    def write(self, text):
+        if text.strip():
+            self._log(text.rstrip("\n"))
+
+    def flush(self):
+        pass
+
+
+def _serve_one_image(saved_model_dir, image_path):
+    """Runs the exported SavedModel's serving signature on one encoded image file."""
+    serving = tf.saved_model.load(saved_model_dir).signatures[export.SERVING_SIGNATURE]
+    with open(image_path, "rb") as f:
+        outputs = serving(image_bytes=tf.constant([f.read()]))
+    height, width = int(outputs["heights"][0]), int(outputs["widths"][0])
+    return outputs["labels"][0, :height, :width].numpy()
+
+
+def run_demo(root, *, steps=400, num_train_images=None, num_val_images=None, eval_scales=PAPER_SCALES,
+             num_vis_images=8, log=print):
+    """Runs the whole demo in `root`; returns a dict of the results and artefact paths."""
+    space = Workspace(root)
+    info = dataset.INFO
+    splits = {"train": num_train_images or dataset.SPLITS["train"], "val": num_val_images or dataset.SPLITS["val"]}
+    start = time.monotonic()
+
+    t = _stage(log, 1, f"Demo dataset ({splits['train']} train + {splits['val']} val synthetic scenes, VOC layout)")
+    voc, generated = dataset.build(space.data, splits=splits)
+    if generated:
+        for path in space.derived():  # Everything derived from an older dataset is stale.
+            shutil.rmtree(path, ignore_errors=True)
+    log(f"  {'generated' if generated else 'reusing'} {voc} ({time.monotonic() - t:.0f} s)")
+
+    t = _stage(log, 2, "TFRecords through the PASCAL VOC converter")
+    if not glob.glob(os.path.join(space.tfrecords, "val-*")):
+        convert_voc2012(voc, space.tfrecords, splits=("train", "val"), num_shards=2)
+        log(f"  wrote {space.tfrecords} ({time.monotonic() - t:.0f} s)")
+    else:
+        log(f"  reusing {space.tfrecords}")
+
+    t = _stage(log, 3, f"Training DeepLabV3 (ResNet-50, output stride 16, {steps} steps)")
+    config = demo_config(space.tfrecords, steps=steps)
+    summary = train(config, space.workdir, log=lambda line: log("  " + line))
+    log(f"  {summary['checkpoint']} ({time.monotonic() - t:.0f} s)")
+
+    t = _stage(log, 4, "Evaluation on the val split: OS 16, OS 8, OS 8 with multi-scale inputs and flips")
+    settings = [("OS 16", 16, (1.0,), False), ("OS 8", 8, (1.0,), False),
+                (f"OS 8, scales {','.join(f'{s:g}' for s in eval_scales)} + flip", 8, tuple(eval_scales), True)]
+    evaluations = []
+    for name, output_stride, scales, flip in settings:
+        results, path = _evaluate(space.workdir, config.dataset.eval_pattern, info, output_stride=output_stride, scales=scales, flip=flip, log=log)
+        evaluations.append((name, results, path))
+        log(f"  {name}: mIOU {results['mean_iou']:.4f} -> {path}")
+    log(f"  ({time.monotonic() - t:.0f} s)")
+
+    t = _stage(log, 5, "Colourised predictions (OS 8) of the first val images")
+    model, prefix, _ = workdir_lib.load_model(space.workdir, output_stride=8)
+    if not os.path.isdir(os.path.join(space.vis, "overlay")):
+        _, examples = visualizer.split_examples(config.dataset.eval_pattern)
+        examples = (example for _, example in zip(range(num_vis_images), examples))
+        visualizer.visualize(model, examples, space.vis, colormap=info.colormap)
+    log(f"  {space.vis}/{{index,color,overlay}}/ ({time.monotonic() - t:.0f} s)")
+
+    t = _stage(log, 6, "SavedModel export (OS 8) and one request to it")
+    version_dir = os.path.join(space.exports, "1")
+    settings_path = os.path.join(version_dir, export.SETTINGS_FILE)
+    exported_from = json.load(open(settings_path)).get("checkpoint") if os.path.exists(settings_path) else None
+    if exported_from != prefix:
+        export.export_version(model, space.exports, version=1, overwrite=True, class_names=info.class_names,
+                              checkpoint=prefix)
+    image_id = open(os.path.join(voc, "ImageSets", "Segmentation", "val.txt")).readline().strip()
+    image_path = os.path.join(voc, "JPEGImages", image_id + ".jpg")
+    served = _serve_one_image(version_dir, image_path)
+    served_png = os.path.join(space.root, "served_prediction.png")
+    Image.fromarray(visualization.label_to_color_image(served, info.colormap)).save(served_png)
+    log(f"  {version_dir}: {image_path} -> labels {served.shape[0]}x{served.shape[1]}, classes "
+        f"{sorted(int(c) for c in np.unique(served))} -> {served_png} ({time.monotonic() - t:.0f} s)")
+
+    return {
+        "workspace": space.root, "voc": voc, "tfrecords": space.tfrecords, "workdir": space.workdir,
+        "checkpoint": prefix, "vis": space.vis, "saved_model": version_dir, "served_image": image_path,
+        "served_prediction": served_png, "served_shape": list(served.shape), "evaluations": evaluations,
+        "seconds": time.monotonic() - start,
+    }
+
+
+def format_report(result):
+    """The closing summary: mIOU per setting, the per-class table, artefacts, next commands."""
+    name, best, _ = max(result["evaluations"], key=lambda item: item[1]["mean_iou"])
+    chance = 1.0 / len(dataset.CLASS_NAMES)
+    lines = ["", "=" * 78, "DeepLabv3 demo: results on the val split", "",
+             f"  {'setting':<44} {'mIOU':>8} {'pixel acc':>10}"]
+    for setting, results, _ in result["evaluations"]:
+        lines.append(f"  {setting:<44} {results['mean_iou']:>8.4f} {results['pixel_accuracy']:>10.4f}")
+    lines += [f"  (a uniform guess scores about {chance:.2f} IoU per class)", "",
+              f"Per class, {name}:", metrics.format_metrics_table(best), "", "Artefacts:"]
+    rows = [("dataset (VOC layout)", result["voc"]), ("TFRecords", result["tfrecords"]),
+            ("checkpoint", result["checkpoint"]), ("TensorBoard", f"tensorboard --logdir {result['workdir']}"),
+            ("eval JSON", os.path.dirname(result["evaluations"][-1][2])),
+            ("predictions", os.path.join(result["vis"], "{index,color,overlay}")),
+            ("SavedModel", result["saved_model"]),
+            ("served prediction", f"{result['served_prediction']} ({result['served_shape'][0]}x"
+                                  f"{result['served_shape'][1]}, from {os.path.basename(result['served_image'])})")]
+    lines += [f"  {label:<20} {path}" for label, path in rows]
+    workdir, tfrecords = result["workdir"], result["tfrecords"]
+    lines += ["", "Go further:",
+              f"  deeplab-eval --checkpoint={workdir} --eval_pattern='{tfrecords}/val-*' --dataset={dataset.NAME} "
+              f"--eval_output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --flip",
+              f"  deeplab-vis --checkpoint={workdir} --image_dir=<your images> --output_dir=<folder> "
+              f"--dataset={dataset.NAME}",
+              f"  saved_model_cli show --all --dir {result['saved_model']}",
+              "  README.md: PASCAL VOC / Cityscapes with the paper's recipe, your own data, distributed training.",
+              f"Finished in {result['seconds'] / 60:.1f} min.", "=" * 78]
+    return "\n".join(lines)

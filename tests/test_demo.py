@@ -1,0 +1,68 @@
+"""The README's first command, `deeplab-demo`, at a reduced size: every stage, then a re-run."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from deeplab_tf.demo import dataset
+
+
+def _run_demo(workspace):
+    result = subprocess.run(
+        [sys.executable, "-m", "deeplab_tf.cli.demo", f"--workspace={workspace}", "--steps=3", "--num_train_images=8",
+         "--num_val_images=3", "--eval_scales=0.75,1.0"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+def test_scenes_are_deterministic_and_hold_every_class():
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    scenes = [dataset.make_scene(rng_a) for _ in range(20)]
+    image, mask = dataset.make_scene(rng_b)
+    np.testing.assert_array_equal(image, scenes[0][0])
+    np.testing.assert_array_equal(mask, scenes[0][1])
+    assert image.shape == dataset.IMAGE_SIZE + (3,) and mask.shape == dataset.IMAGE_SIZE
+    values = set(np.unique(np.concatenate([m.ravel() for _, m in scenes])))
+    assert values == set(range(len(dataset.CLASS_NAMES))) | {255}
+
+
+def test_demo_runs_every_stage_and_reuses_them(tmp_path):
+    workspace = tmp_path / "demo"
+    output = _run_demo(workspace)
+    for stage in range(1, 7):
+        assert f"[{stage}/6]" in output
+    # The VOC layout went through the real converter.
+    voc = workspace / "data" / "VOCdevkit" / "VOC2012"
+    assert len(os.listdir(voc / "JPEGImages")) == 11 and len(os.listdir(voc / "SegmentationClass")) == 11
+    assert (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split() == [f"val_{i:05d}" for i in range(3)]
+    mask = Image.open(voc / "SegmentationClass" / "train_00000.png")
+    assert mask.mode == "P"
+
+    # Three evaluations, each with its JSON, and the report.
+    mious = [float(m) for m in re.findall(r"^  OS .*?: mIOU ([\d.]+) -> ", output, re.MULTILINE)]
+    assert len(mious) == 3 and all(0.0 <= m <= 1.0 for m in mious)
+    workdir = workspace / "runs" / "demo"
+    for name in ("eval_os16", "eval_os8", "eval_os8_ms_flip"):
+        results = json.load(open(workdir / name / "metrics-3.json"))
+        assert results["step"] == 3 and results["num_images"] == 3
+    assert json.load(open(workdir / "eval_os8_ms_flip" / "metrics-3.json"))["scales"] == [0.75, 1.0]
+    assert "DeepLabv3 demo: results on the val split" in output and "Per class" in output
+
+    # Predictions and the served SavedModel, at the images' own size.
+    for kind in ("index", "color", "overlay"):
+        files = sorted(os.listdir(workspace / "vis" / kind))
+        assert len(files) == 3
+        assert Image.open(workspace / "vis" / kind / files[0]).size == dataset.IMAGE_SIZE[::-1]
+    assert (workspace / "exports" / "demo" / "1" / "saved_model.pb").exists()
+    assert re.search(rf"labels {dataset.IMAGE_SIZE[0]}x{dataset.IMAGE_SIZE[1]}", output)
+    assert Image.open(workspace / "served_prediction.png").size == dataset.IMAGE_SIZE[::-1]
+
+    # A second run reuses every stage: same results, training resumed at its end.
+    again = _run_demo(workspace)
+    assert "reusing" in again and "Resuming from" in again and "at step 3." in again
+    assert [float(m) for m in re.findall(r"^  OS .*?: mIOU ([\d.]+) -> ", again, re.MULTILINE)] == mious
