@@ -1,0 +1,83 @@
+"""deeplab-export: a trained checkpoint -> a SavedModel for TensorFlow Serving (and optionally TFLite).
+
+    deeplab-export --checkpoint=runs/voc_os16 --export_dir=/models/deeplab \
+        --eval_output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --flip
+
+writes the next version, /models/deeplab/<n>/, the layout `tensorflow_model_server
+--model_base_path=/models/deeplab` polls. The output stride, scales, flip and window size are fixed at
+export and recorded in the SavedModel; see docs/export.md for its signatures and for serving it.
+"""
+
+import sys
+import time
+
+import tensorflow as tf
+from absl import app, flags
+
+from deeplab_tf import export, workdir
+from deeplab_tf.cli import common
+
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None, "Base directory of the exported versions (TF Serving's --model_base_path).")
+_VERSION = flags.DEFINE_integer(
+    "version", None, "Version number to write; default one more than the largest existing.", lower_bound=1)
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing --version.")
+_INCLUDE_PROBABILITIES = flags.DEFINE_boolean(
+    "include_probabilities", False, "Also output per-class probabilities (C times the labels' size).")
+_MAX_IMAGE_PIXELS = flags.DEFINE_integer(
+    "max_image_pixels", export.DEFAULT_MAX_IMAGE_PIXELS,
+    "Refuse larger images (InvalidArgument) to bound the server's memory.", lower_bound=1)
+_WEIGHTS_DTYPE = flags.DEFINE_enum(
+    "weights_dtype", "float32", export.WEIGHTS_DTYPES,
+    "Store the weights in this dtype (half precision halves the SavedModel; computation stays float32).")
+_TFLITE_PATH = flags.DEFINE_string(
+    "tflite_path", None, "Also convert the float-image signature to this TFLite file (float16 weights "
+    "unless --weights_dtype=float32).")
+
+
+def _class_names():
+    """The class names of --dataset/--dataset_spec when given, else None (names class_<i>)."""
+    if flags.FLAGS["dataset"].present or flags.FLAGS["dataset_spec"].present:
+        return common.dataset_info().class_names
+    return None
+
+
+def _report(path, seconds):
+    print(f"deeplab-export: wrote {path} in {seconds:.1f} s ({export.disk_size(path) / 1e6:.1f} MB)", flush=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
+    export_dir = common.require(_EXPORT_DIR, "/models/deeplab")
+    options = common.inference_options()
+    class_names = _class_names()
+    # TF's INFO lines while saving (one names ~300 renamed captures) would bury the report.
+    tf.get_logger().setLevel("WARNING")
+    with common.exit_on_user_error("deeplab-export"):
+        model, prefix, _ = workdir.load_model(
+            checkpoint, output_stride=common.OUTPUT_STRIDE.value,
+            num_classes=len(class_names) if class_names else None)
+        start = time.perf_counter()
+        try:
+            version_dir, _ = export.export_version(
+                model, export_dir, version=_VERSION.value, overwrite=_OVERWRITE.value, **options,
+                include_probabilities=_INCLUDE_PROBABILITIES.value, weights_dtype=_WEIGHTS_DTYPE.value,
+                max_image_pixels=_MAX_IMAGE_PIXELS.value, class_names=class_names, checkpoint=prefix)
+            _report(version_dir, time.perf_counter() - start)
+            if _TFLITE_PATH.value:
+                start = time.perf_counter()
+                export.export_tflite(version_dir, _TFLITE_PATH.value,
+                                     float16_weights=_WEIGHTS_DTYPE.value != "float32")
+                _report(_TFLITE_PATH.value, time.perf_counter() - start)
+        except (FileExistsError, RuntimeError) as error:
+            sys.exit(f"deeplab-export: {error}")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

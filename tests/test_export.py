@@ -1,0 +1,299 @@
+"""SavedModel export: the signatures as saved_model_cli and the session loader see them, a fresh
+process's results against `predict`, refused requests, half-precision weights, TFLite and the CLI."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_tf import export, workdir
+from deeplab_tf.evaluation.inference import predict
+from deeplab_tf.modeling import DeepLabV3
+
+NUM_CLASSES = 4
+EXPORT_OPTIONS = dict(scales=(0.75, 1.0), flip=True, include_probabilities=True, max_image_pixels=80 * 80)
+SUBPROCESS_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _pattern_image(height, width, seed):
+    """A smooth RGB pattern with a disc: random-weight models give it several labels."""
+    rows, columns = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(seed)
+    disc = (rows - rng.uniform(0, height)) ** 2 + (columns - rng.uniform(0, width)) ** 2 < height * width / 8
+    return np.stack([columns * 255 // width, rows * 255 // height, 255 * disc], -1).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """[(path, encoded bytes, decoded uint8 image)]: a 45x61 PNG and a 33x29 JPEG."""
+    directory = tmp_path_factory.mktemp("images")
+    files = []
+    for name, image, encode in (("a.png", _pattern_image(45, 61, 0), tf.io.encode_png),
+                                ("b.jpg", _pattern_image(33, 29, 1), tf.io.encode_jpeg)):
+        data = encode(image).numpy()
+        (directory / name).write_bytes(data)
+        files.append((str(directory / name), data, tf.io.decode_image(data, channels=3).numpy()))
+    return files
+
+
+@pytest.fixture(scope="module")
+def checkpoint_workdir(tmp_path_factory, image_files):
+    """A workdir with an OS-16 checkpoint whose logits are standardised over the test images, so that
+    the labels vary and the probabilities are neither uniform nor saturated (no exact ties)."""
+    keras.utils.set_random_seed(0)
+    model = DeepLabV3(num_classes=NUM_CLASSES, backbone="resnet_v1_50", output_stride=16)
+    logits = np.concatenate([model(image[np.newaxis].astype(np.float32)).numpy().reshape(-1, NUM_CLASSES)
+                             for _, _, image in image_files])
+    logits_layer = model.get_layer("logits")
+    kernel, bias = logits_layer.get_weights()
+    scale = 5 / logits.std()
+    logits_layer.set_weights([kernel * scale, (bias - logits.mean(axis=0)) * scale])
+    path = str(tmp_path_factory.mktemp("workdir"))
+    workdir.save_model_config(path, model)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), workdir.checkpoint_dir(path),
+                               max_to_keep=3).save(checkpoint_number=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint_workdir):
+    """The checkpoint rebuilt at output stride 8, as the paper evaluates."""
+    return workdir.load_model(checkpoint_workdir, output_stride=8)[0]
+
+
+@pytest.fixture(scope="module")
+def exported(model, checkpoint_workdir, tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("exports"))
+    version_dir, _ = export.export_version(model, base, checkpoint=checkpoint_workdir, **EXPORT_OPTIONS)
+    return version_dir
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(exported)
+
+
+def _reference(model, image, **options):
+    """In-process probabilities of `predict` on one decoded image."""
+    options = {"scales": EXPORT_OPTIONS["scales"], "flip": EXPORT_OPTIONS["flip"], **options}
+    return predict(model, image[np.newaxis], output="probabilities", **options).numpy()[0]
+
+
+def _assert_labels_match(labels, probabilities, tie=1e-3):
+    """Labels equal the argmax of the reference probabilities wherever the top two are not tied."""
+    assert labels.shape == probabilities.shape[:-1]
+    top_two = np.sort(probabilities, axis=-1)[..., -2:]
+    decided = top_two[..., 1] - top_two[..., 0] > tie
+    assert decided.mean() > 0.95
+    np.testing.assert_array_equal(labels[decided], probabilities.argmax(-1)[decided])
+    assert len(np.unique(labels)) > 1, "a constant label map would not test anything"
+
+
+def _saved_model_cli(*args):
+    script = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable))
+    command = [script] if script else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _signature_tensors(show_output):
+    """{signature: {(inputs|outputs, name): (dtype, shape)}} parsed from `saved_model_cli show --all`."""
+    signatures = {}
+    for block in re.split(r"\nsignature_def\['", show_output)[1:]:
+        name = block.split("'", 1)[0]
+        signatures[name] = {
+            (kind, key): (dtype, shape) for kind, key, dtype, shape in re.findall(
+                r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (\([^)]*\))", block)}
+    return signatures
+
+
+def test_saved_model_cli_show_lists_both_signatures(exported):
+    signatures = _signature_tensors(_saved_model_cli("show", "--all", "--dir", exported))
+    batch, maps = "(-1)", "(-1, -1, -1)"
+    probabilities = f"(-1, -1, -1, {NUM_CLASSES})"
+    assert signatures[export.SERVING_SIGNATURE] == {
+        ("inputs", "image_bytes"): ("DT_STRING", batch),
+        ("outputs", "labels"): ("DT_INT32", maps),
+        ("outputs", "probabilities"): ("DT_FLOAT", probabilities),
+        ("outputs", "heights"): ("DT_INT32", batch),
+        ("outputs", "widths"): ("DT_INT32", batch),
+    }
+    assert signatures[export.FLOAT_SIGNATURE] == {
+        ("inputs", "images"): ("DT_FLOAT", "(-1, -1, -1, 3)"),
+        ("outputs", "labels"): ("DT_INT32", maps),
+        ("outputs", "probabilities"): ("DT_FLOAT", probabilities),
+    }
+
+
+def test_saved_model_cli_run_decodes_an_image_file_at_its_own_size(exported, image_files, model, tmp_path):
+    path, data, image = image_files[1]
+    # String inputs go through --inputs as an object array; --input_exprs only takes Python literals.
+    np.save(tmp_path / "request.npy", np.array([data], dtype=object))
+    _saved_model_cli("run", "--dir", exported, "--tag_set", "serve", "--signature_def", export.SERVING_SIGNATURE,
+                     "--inputs", f"image_bytes={tmp_path / 'request.npy'}", "--outdir", str(tmp_path / "out"))
+    labels = np.load(tmp_path / "out" / "labels.npy")
+    height, width = image.shape[:2]
+    assert labels.shape == (1, height, width)
+    assert np.load(tmp_path / "out" / "heights.npy").tolist() == [height]
+    assert np.load(tmp_path / "out" / "widths.npy").tolist() == [width]
+    _assert_labels_match(labels[0], _reference(model, image))
+
+
+_FRESH_PROCESS = """
+import json, sys
+import numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+encoded = [open(path, "rb").read() for path in sys.argv[3:]]
+outputs = loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))
+first = tf.io.decode_image(encoded[0], channels=3)
+floats = loaded.signatures["predict_images"](images=tf.cast(first, tf.float32)[tf.newaxis])
+np.savez(sys.argv[2], settings=json.loads(loaded.settings_json.numpy()),
+         **{k: v.numpy() for k, v in outputs.items()}, **{"float_" + k: v.numpy() for k, v in floats.items()})
+"""
+
+
+def test_a_fresh_process_gives_the_labels_of_predict(exported, image_files, model, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, exported, str(tmp_path / "out.npz"),
+         *(path for path, _, _ in image_files)],
+        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz", allow_pickle=True)
+    settings = out["settings"].item()
+    assert (settings["output_stride"], settings["scales"], settings["flip"]) == (8, [0.75, 1.0], True)
+    assert settings["model_config"]["output_stride"] == 8 and settings["num_classes"] == NUM_CLASSES
+
+    sizes = [image.shape[:2] for _, _, image in image_files]
+    assert out["labels"].shape == (2, max(h for h, _ in sizes), max(w for _, w in sizes))
+    assert out["heights"].tolist() == [h for h, _ in sizes] and out["widths"].tolist() == [w for _, w in sizes]
+    for index, ((height, width), (_, _, image)) in enumerate(zip(sizes, image_files)):
+        reference = _reference(model, image)
+        _assert_labels_match(out["labels"][index, :height, :width], reference)
+        np.testing.assert_allclose(out["probabilities"][index, :height, :width], reference, atol=1e-4)
+        # Padding right of and below the smaller image.
+        padding = np.ones(out["labels"].shape[1:], bool)
+        padding[:height, :width] = False
+        assert (out["labels"][index][padding] == export.LABEL_PADDING).all()
+        assert (out["probabilities"][index][padding] == 0).all()
+    first = _reference(model, image_files[0][2])
+    _assert_labels_match(out["float_labels"][0], first)
+    np.testing.assert_allclose(out["float_probabilities"][0], first, atol=1e-4)
+
+
+def _png_claiming_size(height, width):
+    """A 1x1 PNG whose header claims height x width (the decoder would reject its checksum)."""
+    data = bytearray(tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)).numpy())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
+
+
+def _bmp(height, width):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("signature, request_value, message", [
+    ("serving_default", [b"not an image"], "Unknown image file format"),
+    ("serving_default", [tf.io.encode_jpeg(_pattern_image(33, 29, 1)).numpy()[:200]], "JPEG"),
+    ("serving_default", [], "Empty batch"),
+    ("serving_default", [_png_claiming_size(50_000, 50_000)], "Image too large"),
+    ("serving_default", [_bmp(81, 81)], "Image too large"),  # no header check: refused after decoding
+    ("predict_images", np.zeros([0, 9, 9, 3], np.float32), "Empty batch"),
+    ("predict_images", np.zeros([1, 81, 81, 3], np.float32), "Image too large"),
+])
+def test_bad_requests_are_invalid_argument_and_the_model_keeps_serving(
+        loaded, image_files, signature, request_value, message):
+    function = loaded.signatures[signature]
+    argument = "image_bytes" if signature == export.SERVING_SIGNATURE else "images"
+    request = tf.constant(request_value, tf.string) if argument == "image_bytes" else tf.constant(request_value)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        function(**{argument: request})
+    _, data, image = image_files[1]
+    assert loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([data]))["labels"].shape == (
+        1, *image.shape[:2])
+
+
+def test_bfloat16_weights_halve_the_size_and_nearly_keep_the_labels(model, exported, image_files, tmp_path):
+    half_dir, settings = export.export_version(model, str(tmp_path), weights_dtype="bfloat16", **EXPORT_OPTIONS)
+    assert settings["weights_dtype"] == "bfloat16"
+    assert export.disk_size(half_dir) < 0.55 * export.disk_size(exported)
+    half = tf.saved_model.load(half_dir)
+    assert {weight.dtype for weight in half.weights if weight.dtype.is_floating} == {tf.bfloat16}
+    _, data, image = image_files[0]
+    labels = half.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([data]))["labels"].numpy()[0]
+    assert (labels == _reference(model, image).argmax(-1)).mean() > 0.9
+
+
+def test_versions_are_numbered_and_not_overwritten(model, exported):
+    base = os.path.dirname(exported)
+    assert export.next_version(base) == int(os.path.basename(exported)) + 1
+    with pytest.raises(FileExistsError, match="exists"):
+        export.export_version(model, base, version=int(os.path.basename(exported)))
+    with pytest.raises(ValueError, match="class names"):
+        export.export_version(model, base, class_names=["one"])
+    assert sorted(os.listdir(base)) == [os.path.basename(exported)], "no temporary directory is left"
+
+
+def _run_cli(*flags):
+    return subprocess.run([sys.executable, "-m", "deeplab_tf.cli.export", *flags],
+                          capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=600)
+
+
+def test_cli_exports_float16_weights_and_tflite(checkpoint_workdir, image_files, tmp_path):
+    base, tflite_path = tmp_path / "models", tmp_path / "deeplab.tflite"
+    result = _run_cli(f"--checkpoint={checkpoint_workdir}", f"--export_dir={base}", "--version=7",
+                      "--weights_dtype=float16", f"--tflite_path={tflite_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = re.findall(r"deeplab-export: wrote (\S+) in [\d.]+ s \(([\d.]+) MB\)", result.stdout)
+    assert [path for path, _ in reports] == [str(base / "7"), str(tflite_path)], result.stdout
+    assert all(float(megabytes) > 40 for _, megabytes in reports)  # R50's float16 weights: ~80 MB
+    with open(base / "7" / export.SETTINGS_FILE) as f:
+        settings = json.load(f)
+    assert (settings["weights_dtype"], settings["output_stride"], settings["scales"]) == ("float16", 16, [1.0])
+
+    reference_model = workdir.load_model(checkpoint_workdir)[0]
+    _, _, image = image_files[0]
+    reference = _reference(reference_model, image.astype(np.float32), scales=(1.0,), flip=False)
+    interpreter = tf.lite.Interpreter(model_path=str(tflite_path))
+    labels = interpreter.get_signature_runner(export.FLOAT_SIGNATURE)(
+        images=image[np.newaxis].astype(np.float32))["labels"][0]
+    assert (labels == reference.argmax(-1)).mean() > 0.9
+
+
+def test_cli_names_a_missing_checkpoint(tmp_path):
+    result = _run_cli(f"--checkpoint={tmp_path / 'no_such_run'}", f"--export_dir={tmp_path / 'models'}")
+    assert result.returncode == 1
+    assert "deeplab-export: No checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_documented_rest_and_grpc_requests_fit_the_signature(loaded, image_files):
+    """The request bodies of docs/export.md, decoded as TF Serving does, run the serving signature."""
+    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    path, data, image = image_files[0]
+    body = json.loads(json.dumps({"instances": [{"b64": base64.b64encode(data).decode("ascii")}]}))
+    rest_input = [base64.b64decode(instance["b64"]) for instance in body["instances"]]
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "deeplab"
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([open(path, "rb").read()]))
+    grpc_input = tf.make_ndarray(request.inputs["image_bytes"]).tolist()
+
+    assert rest_input == grpc_input == [data]
+    outputs = loaded.signatures[request.model_spec.signature_name](image_bytes=tf.constant(grpc_input))
+    assert outputs["labels"].shape == (1, *image.shape[:2])
