@@ -1,6 +1,6 @@
-"""Cityscapes -> TFRecords with the 19 train ids (every other labelId becomes 255).
+r"""Cityscapes -> TFRecords with the 19 train ids (every other labelId becomes 255).
 
-  python -m datasets.build_cityscapes_data --cityscapes_root=cityscapes \
+  python datasets/build_cityscapes_data.py --cityscapes_root=cityscapes \
       --splits=train,val,train_extra --output_dir=tfrecords/cityscapes
 
 train and val use gtFine, train_extra gtCoarse (the paper's coarse set).
@@ -22,6 +22,7 @@ flags.DEFINE_string("cityscapes_root", None,
                     "Folder holding leftImg8bit/ and gtFine/ (and gtCoarse/).", required=True)
 flags.DEFINE_list("splits", ["train", "val"], "Splits to write: train, val, train_extra.")
 common.define_output_flags(num_shards=10)
+flags.adopt_module_key_flags(common)  # --help lists the output flags too
 FLAGS = flags.FLAGS
 
 

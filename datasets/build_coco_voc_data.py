@@ -1,9 +1,9 @@
-"""MS-COCO -> 21-class VOC TFRecords for pretraining (section 4.3).
+r"""MS-COCO -> 21-class VOC TFRecords for pretraining (section 4.3).
 
 Keeps the images with a VOC-class object larger than --min_region_pixels; other COCO classes
 become background.
 
-  python -m datasets.build_coco_voc_data --annotations=annotations/instances_train2017.json \
+  python datasets/build_coco_voc_data.py --annotations=annotations/instances_train2017.json \
       --image_dir=train2017 --split=train --output_dir=tfrecords/coco_voc
 """
 
@@ -25,6 +25,7 @@ flags.DEFINE_string("split", "train", "Name of the split written.")
 flags.DEFINE_integer("min_region_pixels", coco.MIN_REGION_PIXELS,
                      "Keep images with a VOC object larger than this many pixels.")
 common.define_output_flags(num_shards=20)
+flags.adopt_module_key_flags(common)  # --help lists the output flags too
 FLAGS = flags.FLAGS
 
 

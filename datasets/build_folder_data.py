@@ -1,6 +1,6 @@
-"""Any folder of images + masks -> TFRecords: the "train on my own data" path.
+r"""Any folder of images + masks -> TFRecords: the "train on my own data" path.
 
-  python -m datasets.build_folder_data --image_dir=my/images --mask_dir=my/masks \
+  python datasets/build_folder_data.py --image_dir=my/images --mask_dir=my/masks \
       --num_classes=3 --split=train --output_dir=tfrecords/mine
 
 Masks pair with images by name (<mask_dir>/<name><mask_suffix>.png). Index masks hold class ids
@@ -35,7 +35,11 @@ flags.DEFINE_enum("mask_format", "index", folder.MASK_FORMATS,
 flags.DEFINE_string("mask_suffix", "", "Mask name = image name + this suffix + .png.")
 flags.DEFINE_list("value_map", [], "Index-mask values to remap before checking, e.g. 255:1.")
 flags.DEFINE_list("ignore_color", None, "R,G,B of the colour meaning 'ignore' in RGB masks.")
+flags.DEFINE_boolean("binary_check", True,
+                     "Refuse masks holding only 0 and 255 (binary masks whose foreground would "
+                     "be ignored); --nobinary_check when 255 really is 'ignore' there.")
 common.define_output_flags(num_shards=4)
+flags.adopt_module_key_flags(common)  # --help lists the output flags too
 FLAGS = flags.FLAGS
 
 
@@ -86,7 +90,8 @@ def main(argv):
             FLAGS.image_dir, FLAGS.mask_dir, FLAGS.output_dir, info=info, split=FLAGS.split,
             split_file=FLAGS.split_file, mask_format=FLAGS.mask_format,
             mask_suffix=FLAGS.mask_suffix, value_map=value_map, ignore_color=ignore_color,
-            num_shards=FLAGS.num_shards, skip_bad=FLAGS.skip_bad),
+            num_shards=FLAGS.num_shards, skip_bad=FLAGS.skip_bad,
+            binary_check=FLAGS.binary_check),
         info=info)
 
 

@@ -1,6 +1,6 @@
-"""PASCAL VOC 2012 (+ SBD) -> TFRecords: train, val, trainval and trainaug (10,582 images).
+r"""PASCAL VOC 2012 (+ SBD) -> TFRecords: train, val, trainval and trainaug (10,582 images).
 
-  python -m datasets.build_voc2012_data --voc_root=VOCdevkit/VOC2012 \
+  python datasets/build_voc2012_data.py --voc_root=VOCdevkit/VOC2012 \
       --sbd_root=benchmark_RELEASE --output_dir=tfrecords/voc2012
 """
 
@@ -22,6 +22,7 @@ flags.DEFINE_string("sbd_root", None,
 flags.DEFINE_list("splits", None,
                   "Splits to write (default: train,val,trainval, and trainaug with --sbd_root).")
 common.define_output_flags(num_shards=4)
+flags.adopt_module_key_flags(common)  # --help lists the output flags too
 FLAGS = flags.FLAGS
 
 

@@ -1,10 +1,7 @@
 """build_folder_data: index masks, binary masks with a value map, RGB colour masks via a palette."""
 
 import glob
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +13,6 @@ from deeplab_tf.data.registry import DatasetInfo
 from deeplab_tf.data.sources import folder
 from deeplab_tf.data.validation import DataError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEAVES = DatasetInfo(name="leaves", num_classes=3, class_names=("soil", "leaf", "spot"),
                      colormap=((0, 0, 0), (0, 200, 0), (200, 0, 0)))
 
@@ -48,7 +44,7 @@ def test_index_masks_and_lossless_png_images_read_back_exactly(tmp_path):
         np.testing.assert_array_equal(records[name][1], mask)
 
 
-def test_binary_masks_with_value_map(tmp_path):
+def test_binary_masks_with_value_map_or_without_the_binary_check(tmp_path):
     masks = {name: np.where(mask > 0, 255, 0).astype(np.uint8)
              for name, mask in _masks(2, class_ids=[1]).items()}
     image_dir, mask_dir, _ = fake.make_folder(str(tmp_path), masks=masks)
@@ -59,6 +55,11 @@ def test_binary_masks_with_value_map(tmp_path):
                           value_map={255: 1})
     for name, (_, label) in _records(tmp_path / "out").items():
         np.testing.assert_array_equal(label, masks[name] // 255)
+    # Or, when 255 really is "ignore" (an image of background and unlabelled pixels only):
+    folder.convert_folder(image_dir, mask_dir, str(tmp_path / "kept"), info=info,
+                          binary_check=False)
+    for name, (_, label) in _records(tmp_path / "kept").items():
+        np.testing.assert_array_equal(label, masks[name])
 
 
 def test_rgb_masks_with_an_explicit_palette_and_ignore_colour(tmp_path):
@@ -125,23 +126,3 @@ def test_rerun_with_fewer_shards_replaces_the_old_ones(tmp_path):
     assert sorted(os.listdir(out)) == ["train-00000-of-00002.tfrecord",
                                        "train-00001-of-00002.tfrecord"]
     assert len(_records(out)) == 4
-
-
-def test_script_with_a_dataset_spec_and_colour_masks(tmp_path):
-    masks = _masks(2, class_ids=[1, 2])
-    palette = np.zeros((256, 3), np.uint8)
-    palette[:3] = LEAVES.colormap
-    image_dir, mask_dir, _ = fake.make_folder(str(tmp_path), masks=masks, color_palette=palette)
-    spec = tmp_path / "leaves.json"
-    spec.write_text(json.dumps({"name": "leaves", "num_classes": 3,
-                                "class_names": list(LEAVES.class_names),
-                                "colormap": [list(c) for c in LEAVES.colormap]}))
-    result = subprocess.run(
-        [sys.executable, "-m", "datasets.build_folder_data", f"--image_dir={image_dir}",
-         f"--mask_dir={mask_dir}", f"--dataset_spec={spec}", "--mask_format=rgb",
-         "--split=val", f"--output_dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "val: 2 records" in result.stdout and "spot" in result.stdout
-    for name, (_, label) in _records(tmp_path / "out", "val").items():
-        np.testing.assert_array_equal(label, masks[name])

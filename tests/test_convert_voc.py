@@ -2,8 +2,6 @@
 
 import glob
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ from deeplab_tf.data import fake, tfrecord
 from deeplab_tf.data.sources import voc
 from deeplab_tf.data.validation import DataError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDS = [f"2008_{i:06d}" for i in range(6)]
 
 
@@ -102,17 +99,3 @@ def test_trainaug_without_sbd_is_a_clear_error(voc_data, tmp_path):
     with pytest.raises(DataError, match="--sbd_root"):
         voc.convert_voc2012(os.path.join(voc_data["root"], "VOCdevkit"), str(tmp_path),
                             splits=["trainaug"])
-
-
-def test_script_runs_as_a_file(voc_data, tmp_path):
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "datasets", "build_voc2012_data.py"),
-         f"--voc_root={voc_data['root']}/VOCdevkit/VOC2012",
-         f"--sbd_root={voc_data['root']}/benchmark_RELEASE",
-         "--splits=val,trainaug", "--num_shards=1", f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "trainaug: 4 records in 1 shards" in result.stdout
-    assert "background" in result.stdout and "(ignore)" in result.stdout
-    assert sorted(os.listdir(tmp_path)) == ["trainaug-00000-of-00001.tfrecord",
-                                            "val-00000-of-00001.tfrecord"]

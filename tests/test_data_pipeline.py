@@ -137,6 +137,42 @@ def test_scaled_crop_equals_resize_pad_crop_flip(scale, flip):
     np.testing.assert_array_equal(got_label, want_label)
 
 
+def _scaled_sizes(dataset, batches):
+    """(height, width) of the unpadded part of each crop: the scaled image, when the crop is larger
+    than any scaled image (the labels have no 255 of their own)."""
+    sizes = []
+    for _, labels in dataset.take(batches):
+        for valid in labels.numpy() != 255:
+            sizes.append((int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())))
+    return sizes
+
+
+def test_pipeline_scales_cover_the_grid_evenly(data):
+    crop = (2 * HEIGHT + 1, 2 * WIDTH + 1)
+    dataset = train_dataset(data["one"], batch_size=8, crop_size=crop, flip=False, seed=3)
+    grid = np.arange(0.5, 2.01, 0.25)
+    scale_of = {(round(HEIGHT * s), round(WIDTH * s)): s for s in grid}
+    counts = collections.Counter(scale_of[size] for size in _scaled_sizes(dataset, 50))
+    assert sorted(counts) == list(grid)
+    assert min(counts.values()) > 30 and max(counts.values()) < 90  # 400 draws, ~57 each
+
+
+def test_pipeline_continuous_scales_span_the_interval(data):
+    crop = (2 * HEIGHT + 1, 2 * WIDTH + 1)
+    dataset = train_dataset(data["one"], batch_size=8, crop_size=crop, flip=False, seed=4,
+                            scale_step=0)
+    heights = [h for h, _ in _scaled_sizes(dataset, 25)]
+    assert len(set(heights)) > 20  # 200 draws over the 37 heights 12..48, not 7 scales
+    assert min(heights) <= 14 and max(heights) >= 46
+    assert HEIGHT * 0.5 <= min(heights) and max(heights) <= HEIGHT * 2.0
+
+
+def test_batches_drop_the_remainder(data):
+    dataset = train_dataset(data["one"], batch_size=3, crop_size=(8, 8), repeat=False)
+    assert dataset.element_spec[0].shape == (3, 8, 8, 3)  # a static batch size for the model
+    assert [images.shape[0] for images, _ in dataset] == [3, 3]  # 8 examples: 2 left out
+
+
 @pytest.mark.parametrize("scale", [0.5, 2.0])
 def test_scale_resizes_image_and_label(data, scale):
     dataset = train_dataset(data["one"], batch_size=1, crop_size=(80, 80), min_scale=scale,

@@ -2,6 +2,9 @@
 
 A dataset source only lists `Sample`s; this module reads, checks and encodes them, writes the
 shards, shows progress, and returns a summary with the per-class pixel histogram.
+
+TensorFlow is imported only when records are written, so that the converters answer `--help` and
+flag mistakes at once.
 """
 
 import collections
@@ -17,7 +20,7 @@ from absl import logging
 from PIL import Image
 
 from deeplab_tf.constants import IGNORE_LABEL
-from deeplab_tf.data import tfrecord, validation, writer
+from deeplab_tf.data import validation
 
 _PROGRESS_SECONDS = 10.0
 
@@ -80,6 +83,7 @@ def _format_histogram(histogram, *, class_names, ignore_label):
 
 def encode_sample(sample, *, num_classes, ignore_label=IGNORE_LABEL, binary_check=True):
     """Reads and validates one sample -> (serialized tf.train.Example, label histogram [256])."""
+    from deeplab_tf.data import tfrecord  # pylint: disable=import-outside-toplevel
     image, image_format, size = validation.read_image(sample.image_path)
     mask = sample.read_mask()
     validation.check_mask(mask, path=sample.mask_path, image_size=size, num_classes=num_classes,
@@ -118,6 +122,8 @@ def convert_split(samples, *, output_dir, split, num_classes, num_shards,
     if not samples:
         raise validation.DataError(
             f"split '{split}' has no images: check the split list / folder paths.")
+    from deeplab_tf.data import writer  # pylint: disable=import-outside-toplevel
+
     num_shards = max(1, min(num_shards, len(samples)))
     num_threads = num_threads or min(8, os.cpu_count() or 1)
     histogram = np.zeros(256, np.int64)

@@ -78,8 +78,9 @@ def read_index_mask(path):
         if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
             raise DataError(
                 f"{path}: is an RGB colour mask, but class indices are needed: save it as a "
-                "palette or greyscale PNG of class ids, or convert with build_folder_data "
-                "--mask_format=rgb and a palette (--palette or a dataset spec with a colormap).")
+                "palette or greyscale PNG of class ids, or convert it with build_folder_data "
+                "--mask_format=rgb, which maps colours to ids through a palette (VOC's by "
+                "default, or the colormap of a --dataset_spec).")
         array = rgb[..., 0]
     elif mode == "1":
         array = array.astype(np.uint8)
@@ -111,7 +112,8 @@ def check_mask(mask, *, path, image_size, num_classes, ignore_label=255, binary_
     if binary_check and ignore_label == 255 and set(values.tolist()) == {0, 255}:
         raise DataError(
             f"{path}: mask values {{0, 255}} look binary: map foreground to 1 (e.g. "
-            "build_folder_data --value_map=255:1); 255 is the ignore label.")
+            "build_folder_data --value_map=255:1); 255 is the ignore label. If 255 really "
+            "marks pixels to ignore here, pass build_folder_data --nobinary_check.")
     if bad:
         raise DataError(
             f"{path}: mask values {_values(bad)} are not class ids in [0, {num_classes}) nor the "

@@ -4,6 +4,11 @@ import os
 
 import tensorflow as tf
 
+# Shards are written in <output_dir>/.incomplete/<split>/ and moved out only when the split is
+# complete. A glob for one folder level (`<output_dir>/train-*`) never reaches inside it, so even a
+# killed conversion leaves nothing a pipeline would read.
+INCOMPLETE_DIR = ".incomplete"
+
 
 def shard_path(output_dir, split, index, num_shards):
     """`<output_dir>/<split>-%05d-of-%05d.tfrecord`, the layout the pipelines glob."""
@@ -15,30 +20,42 @@ def split_pattern(output_dir, split):
     return os.path.join(output_dir, f"{split}-?????-of-?????.tfrecord")
 
 
+def incomplete_dir(output_dir, split):
+    """Where a split's shards are written before they are complete."""
+    return os.path.join(output_dir, INCOMPLETE_DIR, split)
+
+
 class ShardedWriter:
     """Writes one split round-robin into `num_shards` files, atomically.
 
-    Shards are written under temporary names and renamed only when the `with` block exits
-    normally; shards of an earlier conversion of the same split are then replaced. On any error
-    the temporaries are removed, so a glob over the split never sees half a conversion. Shards
-    that stayed empty (fewer records than shards) are dropped: no input pipeline gets an empty
-    file. `paths` lists the final shards.
+    Shards are written into `incomplete_dir(...)` and renamed to their final names only when the
+    `with` block exits normally; shards of an earlier conversion of the same split are then
+    replaced. On an error the temporaries are removed; if the process is killed they stay in the
+    hidden folder (removed by the next run), out of reach of the split's glob. Shards that stayed
+    empty (fewer records than shards) are dropped: no input pipeline gets an empty file. `paths`
+    lists the final shards.
     """
 
     def __init__(self, *, output_dir, split, num_shards):
         if num_shards < 1:
             raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-        self._temporaries = [shard_path(output_dir, split, i, num_shards) + ".incomplete"
-                             for i in range(num_shards)]
         self._output_dir = output_dir
         self._split = split
+        self._num_shards = num_shards
+        self._temporary_dir = incomplete_dir(output_dir, split)
         self._writers = []
         self.num_records = 0
         self.paths = []
 
+    def _temporary(self, index, num_shards):
+        return shard_path(self._temporary_dir, self._split, index, num_shards)
+
     def __enter__(self):
-        tf.io.gfile.makedirs(self._output_dir)
-        self._writers = [tf.io.TFRecordWriter(path) for path in self._temporaries]
+        if tf.io.gfile.exists(self._temporary_dir):  # left by a killed run
+            tf.io.gfile.rmtree(self._temporary_dir)
+        tf.io.gfile.makedirs(self._temporary_dir)
+        self._writers = [tf.io.TFRecordWriter(self._temporary(i, self._num_shards))
+                         for i in range(self._num_shards)]
         return self
 
     def write(self, serialized):
@@ -48,17 +65,20 @@ class ShardedWriter:
     def __exit__(self, exc_type, exc, tb):
         for writer in self._writers:
             writer.close()
-        num_used = 0 if exc_type else min(self.num_records, len(self._temporaries))
-        for path in self._temporaries[num_used:]:
-            if tf.io.gfile.exists(path):
-                tf.io.gfile.remove(path)
-        if num_used == 0:
-            return False
-        self.paths = [shard_path(self._output_dir, self._split, i, num_used)
-                      for i in range(num_used)]
-        for stale in tf.io.gfile.glob(split_pattern(self._output_dir, self._split)):
-            if stale not in self.paths:
-                tf.io.gfile.remove(stale)
-        for temporary, path in zip(self._temporaries, self.paths):
-            tf.io.gfile.rename(temporary, path, overwrite=True)
+        try:
+            num_used = 0 if exc_type else min(self.num_records, self._num_shards)
+            if num_used:
+                self.paths = [shard_path(self._output_dir, self._split, i, num_used)
+                              for i in range(num_used)]
+                for i, path in enumerate(self.paths):
+                    tf.io.gfile.rename(self._temporary(i, self._num_shards), path, overwrite=True)
+                for stale in tf.io.gfile.glob(split_pattern(self._output_dir, self._split)):
+                    if stale not in self.paths:
+                        tf.io.gfile.remove(stale)
+        finally:
+            tf.io.gfile.rmtree(self._temporary_dir)
+            try:  # the shared parent, unless another split is being written into it
+                os.rmdir(os.path.dirname(self._temporary_dir))
+            except OSError:
+                pass
         return False

@@ -108,12 +108,14 @@ def folder_samples(image_dir, mask_dir, *, read_mask=read_index_mask, mask_suffi
 
 def convert_folder(image_dir, mask_dir, output_dir, *, info, split="train", split_file=None,
                    mask_format="index", mask_suffix="", value_map=None, ignore_color=None,
-                   num_shards=4, skip_bad=False):
+                   num_shards=4, skip_bad=False, binary_check=True):
     """Converts a folder of images + masks for dataset `info` to `<output_dir>/<split>-*`.
 
     `mask_format` "index" reads class ids ("rgb": colours through `info`'s colormap);
     `value_map` ({mask value: class id}, e.g. {255: 1} for binary masks) is applied to index
-    masks before validation. Returns a ConversionSummary.
+    masks before validation. `binary_check` refuses masks holding only {0, 255} (a binary mask
+    whose foreground is the ignore label); turn it off when such masks are genuine.
+    Returns a ConversionSummary.
     """
     if mask_format == "index":
         read_mask = read_index_mask
@@ -133,4 +135,5 @@ def convert_folder(image_dir, mask_dir, output_dir, *, info, split="train", spli
                              split_file=split_file)
     return convert.convert_splits({split: samples}, output_dir=output_dir,
                                   num_classes=info.num_classes, ignore_label=info.ignore_label,
-                                  num_shards=num_shards, skip_bad=skip_bad)
+                                  num_shards=num_shards, skip_bad=skip_bad,
+                                  binary_check=binary_check)
