@@ -8,13 +8,14 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app
 
 from deeplab_tf.cli import eval as eval_cli
-from deeplab_tf.data import eval_dataset, get_dataset_info
+from deeplab_tf.data import eval_dataset, get_dataset_info, make_example
 from deeplab_tf.evaluation import evaluator, inference
 from eval_utils import IMAGE_SIZES, make_voc_val, make_workdir, run_main
 
@@ -88,11 +89,13 @@ def test_cli_at_output_stride_16_and_8_prints_table_and_writes_json_and_summarie
     assert summaries["mean_iou"] == {5: pytest.approx(results["mean_iou"])}
     assert summaries["iou/background"][5] == pytest.approx(results["per_class"][0]["iou"])
 
+    # Sliding 33x33 windows (the full-resolution Cityscapes set-up, in small) tile every image.
     run_main(eval_cli, checkpoint=data["workdir"], eval_pattern=data["pattern"],
-             eval_output_stride=8)
+             eval_output_stride=8, window_size=33)
     with open(os.path.join(data["workdir"], "eval_os8", "metrics-5.json")) as f:
         at_8 = json.load(f)
-    assert at_8["output_stride"] == 8 and at_8["num_pixels"] == results["num_pixels"]
+    assert (at_8["output_stride"], at_8["window_size"]) == (8, [33, 33])
+    assert at_8["num_pixels"] == results["num_pixels"]
     # Same weights, finer features: the predictions (and so the matrices) are not identical.
     assert at_8["confusion_matrix"] != results["confusion_matrix"]
 
@@ -111,6 +114,37 @@ def test_evaluation_loop_evaluates_each_new_checkpoint_then_times_out(data):
     assert (first["step"], second["step"]) == (5, 7)
     assert path == str(data["root"] / "loop" / "metrics-7.json")
     assert list(loop) == []  # no new checkpoint within the timeout: the loop ends
+
+
+def _write_split(path, label, filename):
+    """A one-record split of a black image and `label` (not validated, unlike the converters')."""
+    def png(array):
+        return tf.io.encode_png(array[..., np.newaxis] if array.ndim == 2 else array).numpy()
+
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(make_example(
+            image=png(np.zeros(label.shape + (3,), np.uint8)), image_format="png",
+            label=png(label), filename=filename, height=label.shape[0],
+            width=label.shape[1]).SerializeToString())
+
+
+def test_label_values_beyond_the_classes_name_the_image(tmp_path):
+    label = np.zeros((9, 11), np.uint8)
+    label[4, 5] = 40
+    pattern = str(tmp_path / "val-00000-of-00001.tfrecord")
+    _write_split(pattern, label, "2007_000040")
+    images = keras.Input((None, None, 3))
+    model = keras.Model(images, keras.layers.Conv2D(21, 1)(images))
+    with pytest.raises(ValueError) as error:
+        evaluator.evaluate(model, pattern, num_classes=21)
+    assert str(error.value) == (
+        f"image '2007_000040' of '{pattern}': labels hold values outside [0, 21) other than the "
+        "ignore label 255; check the dataset's num_classes and its label maps")
+
+
+def test_model_for_another_number_of_classes(data):
+    with pytest.raises(ValueError, match="predicts 21 classes but the split has 19"):
+        evaluator.evaluate(data["model"], data["pattern"], num_classes=19)
 
 
 def _fails(**flag_values):

@@ -8,6 +8,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from deeplab_tf.data import dataset_info_from_spec, get_dataset_info
+from deeplab_tf.evaluation.evaluator import op_error_summary
 
 CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None,
@@ -91,9 +92,9 @@ def exit_on_user_error(program):
     try:
         yield
     except tf.errors.ResourceExhaustedError as error:
-        sys.exit(f"{program}: out of memory ({error.message.splitlines()[0]}); evaluate large "
-                 "images in tiles with --window_size=513, or use fewer --eval_scales.")
-    except tf.errors.OpError as error:  # the lines after the first are TensorFlow's op context
-        sys.exit(f"{program}: {error.message.splitlines()[0]}")
+        sys.exit(f"{program}: out of memory ({op_error_summary(error)}); evaluate large images "
+                 "in tiles with --window_size=513, or use fewer --eval_scales.")
+    except tf.errors.OpError as error:
+        sys.exit(f"{program}: {op_error_summary(error)}")
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"{program}: {error}")

@@ -27,7 +27,7 @@ def _report(results, path):
     print(f"step {results['step']}: mIOU {100 * results['mean_iou']:.2f}% over "
           f"{results['num_images']} images (output stride {results['output_stride']}, scales "
           f"{','.join(map(str, results['scales']))}{', flip' if results['flip'] else ''}, "
-          f"{results['images_per_second']:.2f} img/s) -> {path}", flush=True)
+          f"{results['seconds']:.0f} s) -> {path}", flush=True)
 
 
 def main(argv):

@@ -44,6 +44,17 @@ def count_examples(file_pattern, *, max_images=None):
     return count
 
 
+def op_error_summary(error):
+    """The part of a TensorFlow op error a user can act on: an assertion's own message, else the
+    first line of the message that is not graph traceback."""
+    assertion = re.search(r"assertion failed: \[(.*?)\] \[", error.message, re.DOTALL)
+    if assertion:
+        return assertion.group(1).replace("\\'", "'")
+    lines = [line for line in error.message.splitlines() if line.strip() and not line.startswith(
+        ("Graph execution error", "Detected at node", " ", "\t"))]
+    return lines[0] if lines else error.message
+
+
 def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None):
     """`inference.predict` labels of one image, traced once for every image size.
 
@@ -99,9 +110,13 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
         ``confusion_matrix`` (rows ground truth, columns prediction, as lists of ints).
 
     Raises:
-        ValueError: the pattern matches no file or only empty files, or an image's label holds
-            values outside [0, num_classes) other than `ignore_label` (the message names it).
+        ValueError: the model has another number of classes, the pattern matches no file or only
+            empty files, or an image's label holds values outside [0, num_classes) other than
+            `ignore_label` (the message names the image).
     """
+    if getattr(model, "num_classes", num_classes) != num_classes:
+        raise ValueError(f"the model predicts {model.num_classes} classes but the split has "
+                         f"{num_classes}: evaluate it on the dataset it was trained for.")
     total = count_examples(file_pattern, max_images=max_images)
     predict_labels = make_predict_fn(model, scales=scales, flip=flip, window_size=window_size)
 
@@ -118,7 +133,7 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
         except tf.errors.InvalidArgumentError as error:
             name = example["filename"][0].numpy().decode("utf-8", "replace")
             raise ValueError(f"image {name!r} of {file_pattern!r}: "
-                             f"{error.message.splitlines()[0]}") from None
+                             f"{op_error_summary(error)}") from None
         if progress:
             progress(done, total)
     metrics = metrics_lib.segmentation_metrics(confusion, class_names=class_names)
@@ -170,7 +185,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
 
     Returns:
         (results, JSON path): results are `evaluate`'s metrics plus the checkpoint, step, split
-        and inference settings, and the time taken.
+        and inference settings, and the seconds taken (tracing included).
     """
     count_examples(file_pattern)  # a wrong pattern or an empty split fails before loading
     workdir, prefix = workdir_lib.resolve_checkpoint(checkpoint)
@@ -187,8 +202,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
     results = {
         "checkpoint": prefix, "step": step, "dataset": dataset_info.name,
         "eval_pattern": file_pattern, "output_stride": output_stride, "scales": list(scales),
-        "flip": flip, "window_size": window_size, "seconds": seconds,
-        "images_per_second": metrics["num_images"] / seconds, **metrics,
+        "flip": flip, "window_size": window_size, "seconds": seconds, **metrics,
     }
     output_dir = output_dir or default_output_dir(workdir, output_stride=output_stride,
                                                   scales=scales, flip=flip)
