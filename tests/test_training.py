@@ -110,8 +110,14 @@ def test_empty_train_pattern_is_refused(tfrecords, tmp_path):
 
 def test_default_run_checkpoints_resumes_and_loads_at_output_stride_8(tfrecords, tmp_path):
     workdir = tmp_path / "run"
-    summary, lines = _train(small_config(tfrecords, steps=3), workdir)
+    config = small_config(tfrecords, steps=3)
+    # Two globs joined by a comma (e.g. Cityscapes fine + coarse), and an evaluation after training.
+    config.dataset.train_pattern = f"{tfrecords}/train-00000-*,{tfrecords}/train-00001-*"
+    config.dataset.eval_pattern = f"{tfrecords}/val-*"
+    summary, lines = _train(config, workdir)
     assert summary["step"] == 3 and summary["checkpoint"].endswith("ckpt-3")
+    assert any(re.match(r"Evaluation at output stride 16: mIOU [\d.]+ on .*val-\* -> .*eval_os16/metrics-3.json",
+                        line) for line in lines), lines
     progress = [line for line in lines if line.startswith("step ")]
     assert len(progress) == 3
     assert re.match(r"step 3/3 \| loss [\d.]+ \| total [\d.]+ \| lr [\d.]+ \| [\d.]+ s/step \| [\d.]+ img/s \| "

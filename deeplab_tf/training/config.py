@@ -19,8 +19,8 @@ def default_config():
 
     config.dataset = ml_collections.ConfigDict(dict(
         name="pascal_voc_seg",       # Registry name (num_classes, ignore label, class names).
-        train_pattern="",            # TFRecord glob of the training split, e.g. <dir>/trainaug-*.
-        eval_pattern="",             # TFRecord glob evaluated after training, if set.
+        train_pattern="",            # TFRecord glob(s) of the training split, e.g. <dir>/trainaug-*; commas join globs.
+        eval_pattern="",             # TFRecord glob scored after training (trained OS, one scale), if set.
         num_classes=0,               # 0: from the registry.
         ignore_label=255,
         bootstrap_classes=(),        # Hard classes duplicated in each epoch (section 4.3).

@@ -7,6 +7,7 @@ TensorBoard summaries. A restarted job resumes at its last checkpoint with the s
 position; SIGTERM / Ctrl-C saves before exiting; a NaN loss stops without saving.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -83,6 +84,18 @@ def initialize_from(model, path, *, exclude=("logits",)):
     if mismatched:
         lines.append(f"Not in the checkpoint or of another shape (kept initial values): {', '.join(mismatched)}")
     return "\n".join(lines)
+
+
+def _evaluate_after_training(config, checkpoint):
+    """Scores `checkpoint` on config.dataset.eval_pattern at the trained output stride, one scale."""
+    from deeplab_tf.evaluation import evaluator
+
+    info = data.get_dataset_info(config.dataset.name)
+    if info.num_classes != num_classes_of(config):
+        info = dataclasses.replace(info, num_classes=num_classes_of(config), class_names=(), colormap="pascal")
+    results, path = evaluator.evaluate_checkpoint(checkpoint, config.dataset.eval_pattern, dataset_info=info)
+    return (f"Evaluation at output stride {results['output_stride']}: mIOU {results['mean_iou']:.4f} on "
+            f"{config.dataset.eval_pattern} -> {path}")
 
 
 def _check_finite(model, step, manager):
@@ -189,10 +202,11 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
         _write_run_config(config, workdir, run_info)
 
         ps = is_parameter_server(strategy)
+        train_patterns = config.dataset.train_pattern.split(",")  # Several globs, e.g. fine + coarse.
 
         def dataset_fn(input_context):
             return data.train_dataset(
-                config.dataset.train_pattern, batch_size=train_cfg.batch_size, crop_size=tuple(train_cfg.crop_size),
+                train_patterns, batch_size=train_cfg.batch_size, crop_size=tuple(train_cfg.crop_size),
                 min_scale=train_cfg.min_scale, max_scale=train_cfg.max_scale, scale_step=train_cfg.scale_step,
                 flip=train_cfg.flip, ignore_label=config.dataset.ignore_label,
                 bootstrap_classes=tuple(config.dataset.bootstrap_classes),
@@ -205,7 +219,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
                                   upsample_logits=train_cfg.upsample_logits)
         summary_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
         sample_images, sample_labels = next(iter(data.train_dataset(
-            config.dataset.train_pattern, batch_size=min(2, train_cfg.batch_size),
+            train_patterns, batch_size=min(2, train_cfg.batch_size),
             crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
             ignore_label=config.dataset.ignore_label)))
         colormap = visualization.get_colormap(info.colormap)
@@ -236,7 +250,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
                     outputs = distributed_step(iterator)
                 return {k: float(v) for k, v in outputs.items()}
 
-        step = int(global_step.numpy())
+        step = first_step = int(global_step.numpy())
         chunk = train_cfg.steps_per_schedule if ps else 1
         last_save_time, last_saved_step = time.time(), step
         window_start, window_steps = time.time(), 0
@@ -284,6 +298,8 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
                 f"to resume.")
         else:
             log(f"Training finished at step {step}: {manager.latest_checkpoint}")
+            if config.dataset.eval_pattern and step > first_step:
+                log(_evaluate_after_training(config, manager.latest_checkpoint))
         return {"step": step, "checkpoint": manager.latest_checkpoint, "interrupted": stop.signal, **outputs}
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
