@@ -9,7 +9,9 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["deeplab_tf", "deeplab_tf.*", "datasets", "experiments"]),
+    # experiments/ is importable so its configs can share experiments.configs.base; the datasets/
+    # scripts run as files (a top-level "datasets" package would shadow HuggingFace datasets).
+    packages=setuptools.find_packages(include=["deeplab_tf", "deeplab_tf.*", "experiments", "experiments.*"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9",
