@@ -214,7 +214,8 @@ def _bmp(height, width):
     ("serving_default", [_bmp(81, 81)], "Image too large"),  # no header check: refused after decoding
     ("predict_images", np.zeros([0, 9, 9, 3], np.float32), "Empty batch"),
     ("predict_images", np.zeros([1, 81, 81, 3], np.float32), "Image too large"),
-])
+], ids=["not_an_image", "truncated_jpeg", "empty_batch", "huge_png_header", "large_bmp", "empty_float_batch",
+        "large_float_image"])
 def test_bad_requests_are_invalid_argument_and_the_model_keeps_serving(
         loaded, image_files, signature, request_value, message):
     function = loaded.signatures[signature]
@@ -253,6 +254,7 @@ def _run_cli(*flags):
                           capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=600)
 
 
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_cli_exports_float16_weights_and_tflite(checkpoint_workdir, image_files, tmp_path):
     base, tflite_path = tmp_path / "models", tmp_path / "deeplab.tflite"
     result = _run_cli(f"--checkpoint={checkpoint_workdir}", f"--export_dir={base}", "--version=7",

@@ -11,8 +11,7 @@ export and recorded in the SavedModel; see docs/export.md for its signatures and
 import sys
 import time
 
-import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 
 from deeplab_tf import export, workdir
 from deeplab_tf.cli import common
@@ -53,8 +52,9 @@ def main(argv):
     export_dir = common.require(_EXPORT_DIR, "/models/deeplab")
     options = common.inference_options()
     class_names = _class_names()
-    # TF's INFO lines while saving (one names ~300 renamed captures) would bury the report.
-    tf.get_logger().setLevel("WARNING")
+    if not flags.FLAGS["verbosity"].present:
+        # TF's INFO lines while saving (one lists ~300 renamed captures) would bury the report.
+        logging.set_verbosity(logging.WARNING)
     with common.exit_on_user_error("deeplab-export"):
         model, prefix, _ = workdir.load_model(
             checkpoint, output_stride=common.OUTPUT_STRIDE.value,
