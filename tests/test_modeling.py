@@ -50,6 +50,9 @@ def test_rates_at_output_stride_16_and_8():
     assert _rates(os8, "block2") == [(1, 1)] * 4
     assert _rates(os8, "block3") == [(1, 2)] * 23
     assert _rates(os8, "block4") == [(1, 4)] * 3
+    os4 = unit_specs(101, output_stride=4)  # Section 4.3, Cityscapes test: every block atrous.
+    assert {s.stride for s in os4} == {1}
+    assert [_rates(os4, block)[0][1] for block in ("block1", "block2", "block3", "block4")] == [1, 2, 4, 8]
     os32 = unit_specs(50, output_stride=32)
     assert [s.stride for s in os32] == [1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1]
     assert {s.rate for s in os32} == {1}

@@ -56,8 +56,8 @@ def unit_specs(depth, *, output_stride=16, multi_grid=None, num_cascaded_blocks=
 
     Args:
         depth: 50 or 101.
-        output_stride: ratio of input to output resolution; a power of 2 from 8 to
-            `max_output_stride(num_cascaded_blocks)`.
+        output_stride: ratio of input to output resolution; a power of 2 from 4 (the paper's
+            Cityscapes test-set inference, section 4.3) to `max_output_stride(num_cascaded_blocks)`.
         multi_grid: unit rates (r1, r2, r3) of block4 and the cascaded blocks, or None for (1, 1, 1).
         num_cascaded_blocks: 0-3 replicas of block4 (block5..block7) after block4.
 
@@ -69,7 +69,7 @@ def unit_specs(depth, *, output_stride=16, multi_grid=None, num_cascaded_blocks=
     if not 0 <= num_cascaded_blocks <= 3:
         raise ValueError(f"num_cascaded_blocks must be 0..3 (block5..block7), got {num_cascaded_blocks}.")
     limit = max_output_stride(num_cascaded_blocks)
-    valid = [2 ** k for k in range(3, limit.bit_length())]
+    valid = [2 ** k for k in range(2, limit.bit_length())]
     if output_stride not in valid:
         raise ValueError(
             f"output_stride={output_stride} is not reachable with {num_cascaded_blocks} cascaded blocks; "
