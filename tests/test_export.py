@@ -228,15 +228,20 @@ def test_bad_requests_are_invalid_argument_and_the_model_keeps_serving(
         1, *image.shape[:2])
 
 
-def test_bfloat16_weights_halve_the_size_and_nearly_keep_the_labels(model, exported, image_files, tmp_path):
-    half_dir, settings = export.export_version(model, str(tmp_path), weights_dtype="bfloat16", **EXPORT_OPTIONS)
-    assert settings["weights_dtype"] == "bfloat16"
+def test_bfloat16_weights_with_sliding_windows_nearly_keep_the_labels(model, exported, image_files, tmp_path):
+    """Half the size; the labels of `predict` with the same windows, up to bfloat16 rounding."""
+    window = (33, 33)
+    half_dir, settings = export.export_version(model, str(tmp_path), weights_dtype="bfloat16", window_size=window,
+                                               **EXPORT_OPTIONS)
+    assert (settings["weights_dtype"], settings["window_size"]) == ("bfloat16", [33, 33])
     assert export.disk_size(half_dir) < 0.55 * export.disk_size(exported)
     half = tf.saved_model.load(half_dir)
     assert {weight.dtype for weight in half.weights if weight.dtype.is_floating} == {tf.bfloat16}
     _, data, image = image_files[0]
     labels = half.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([data]))["labels"].numpy()[0]
-    assert (labels == _reference(model, image).argmax(-1)).mean() > 0.9
+    windowed = _reference(model, image, window_size=window).argmax(-1)
+    assert (labels == windowed).mean() > 0.9
+    assert (windowed != _reference(model, image).argmax(-1)).mean() > 0.01, "the windows change the labels"
 
 
 def test_versions_are_numbered_and_not_overwritten(model, exported):
