@@ -28,7 +28,8 @@ setuptools.setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout"],
+        # tensorflow-serving-api: the gRPC request protos the export tests (and docs/export.md) use.
+        "test": ["pytest>=7", "pytest-timeout", "tensorflow-serving-api>=2.21,<2.22"],
     },
     entry_points={
         "console_scripts": [

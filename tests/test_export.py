@@ -290,7 +290,7 @@ def test_cli_names_a_missing_checkpoint(tmp_path):
 
 def test_documented_rest_and_grpc_requests_fit_the_signature(loaded, image_files):
     """The request bodies of docs/export.md, decoded as TF Serving does, run the serving signature."""
-    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    from tensorflow_serving.apis import predict_pb2
     path, data, image = image_files[0]
     body = json.loads(json.dumps({"instances": [{"b64": base64.b64encode(data).decode("ascii")}]}))
     rest_input = [base64.b64decode(instance["b64"]) for instance in body["instances"]]
