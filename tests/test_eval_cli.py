@@ -172,10 +172,14 @@ def test_pattern_matching_nothing_and_empty_split(data):
     assert empty in message and "empty" in message
 
 
-def test_missing_checkpoint(data):
+def test_missing_checkpoint_and_a_loop_that_sees_none(data):
     prefix = os.path.join(data["workdir"], "checkpoints", "ckpt-99")
     message = _fails(checkpoint=prefix, eval_pattern=data["pattern"])
     assert prefix in message and "workdir" in message
+    empty_run = str(data["root"] / "not_started")
+    message = _fails(checkpoint=empty_run, eval_pattern=data["pattern"], loop=True,
+                     loop_timeout_secs=0)
+    assert f"no checkpoint appeared in {empty_run}" in message
 
 
 def test_bad_flags_are_usage_errors(data):

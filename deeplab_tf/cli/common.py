@@ -50,16 +50,6 @@ def dataset_info():
         raise app.UsageError(f"--dataset_spec={DATASET_SPEC.value}: {error}") from None
 
 
-def _positive_ints(flag):
-    try:
-        values = [int(value) for value in flag.value]
-    except ValueError:
-        values = []
-    if not values or min(values) <= 0:
-        raise app.UsageError(f"--{flag.name}: expected positive integers, got {flag.value}")
-    return values
-
-
 def inference_options():
     """`inference.predict`'s keyword arguments (scales, flip, window_size) from the flags."""
     try:
@@ -71,9 +61,13 @@ def inference_options():
                              f"0.5,0.75,1.0, got {','.join(SCALES.value)!r}")
     window_size = None
     if WINDOW_SIZE.value:
-        window_size = _positive_ints(WINDOW_SIZE)
-        if len(window_size) > 2:
-            raise app.UsageError(f"--window_size: give N or H,W, got {WINDOW_SIZE.value}")
+        try:
+            window_size = [int(size) for size in WINDOW_SIZE.value]
+        except ValueError:
+            window_size = []
+        if len(window_size) not in (1, 2) or min(window_size) <= 0:
+            raise app.UsageError(f"--window_size: give N or H,W in pixels such as 769, got "
+                                 f"{','.join(WINDOW_SIZE.value)!r}")
         window_size = (window_size * 2)[:2]
     return {"scales": scales, "flip": FLIP.value, "window_size": window_size}
 

@@ -8,6 +8,8 @@ scalars to --output_dir (default <workdir>/eval_os<N>[_ms][_flip]). With --loop 
 new checkpoint of a running training job until none appears for --loop_timeout_secs.
 """
 
+import sys
+
 from absl import app, flags
 
 from deeplab_tf.cli import common
@@ -41,9 +43,13 @@ def main(argv):
                   progress=evaluator.ProgressPrinter("deeplab-eval"))
     with common.exit_on_user_error("deeplab-eval"):
         if LOOP.value:
-            for results, path in evaluator.evaluate_new_checkpoints(
-                    checkpoint, eval_pattern, timeout_secs=LOOP_TIMEOUT_SECS.value, **kwargs):
+            evaluated = 0
+            for evaluated, (results, path) in enumerate(evaluator.evaluate_new_checkpoints(
+                    checkpoint, eval_pattern, timeout_secs=LOOP_TIMEOUT_SECS.value, **kwargs), 1):
                 _report(results, path)
+            if not evaluated:
+                sys.exit(f"deeplab-eval: no checkpoint appeared in {checkpoint} within "
+                         f"--loop_timeout_secs={LOOP_TIMEOUT_SECS.value}; is training running?")
         else:
             _report(*evaluator.evaluate_checkpoint(checkpoint, eval_pattern, **kwargs))
 
