@@ -6,6 +6,7 @@ torch.compile: 0.29 s, on this 2-core machine).
 
     python -m experiments.benchmark                      # all cases
     python -m experiments.benchmark --cases=r101_os16_infer --repeats=10
+    python -m experiments.benchmark --cases=r50_os16_train --size=129 --batch=8   # the demo's step
 """
 
 import json
@@ -25,11 +26,13 @@ CASES = {
     "r50_os8_infer": ("resnet_v1_50", 8, 1, "infer"),
     "r101_os16_infer": ("resnet_v1_101", 16, 1, "infer"),
     "r101_os8_infer": ("resnet_v1_101", 8, 1, "infer"),
+    "r50_os16_train": ("resnet_v1_50", 16, 2, "train"),
     "r101_os16_train": ("resnet_v1_101", 16, 2, "train"),
 }
 
 flags.DEFINE_list("cases", list(CASES), "Cases to run.")
 flags.DEFINE_integer("size", 513, "Square input size.")
+flags.DEFINE_integer("batch", 0, "Batch size for every case (0: the case's own, 1 or 2).")
 flags.DEFINE_integer("repeats", 5, "Timed repetitions after two warm-up runs.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
 flags.DEFINE_string("_child", None, "Internal: run one case in this process and print JSON.")
@@ -45,6 +48,7 @@ def _run_case(name):
 
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     backbone, output_stride, batch, mode = CASES[name]
+    batch = FLAGS.batch or batch
     model = DeepLabV3(num_classes=21, backbone=backbone, output_stride=output_stride)
     images = tf.random.uniform([batch, FLAGS.size, FLAGS.size, 3], 0, 255)
     if mode == "infer":
@@ -81,7 +85,7 @@ def main(argv):
             raise app.UsageError(f"--cases: unknown case {name!r}; known: {', '.join(CASES)}")
         output = subprocess.run(
             [sys.executable, "-m", "experiments.benchmark", f"--_child={name}", f"--size={FLAGS.size}",
-             f"--repeats={FLAGS.repeats}", f"--precision={FLAGS.precision}"],
+             f"--repeats={FLAGS.repeats}", f"--precision={FLAGS.precision}", f"--batch={FLAGS.batch}"],
             capture_output=True, text=True, check=True).stdout
         result = json.loads(output.strip().splitlines()[-1])
         print(f"{name:<18} {result['seconds']:>8.3f} {result['images_per_second']:>7.2f} {result['peak_mib']:>9.0f}",

@@ -12,14 +12,14 @@ report. Re-running reuses what is built; a larger --steps continues the training
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _WORKSPACE = flags.DEFINE_string("workspace", "deeplab_demo", "Folder for the data, runs, predictions and export.")
-_STEPS = flags.DEFINE_integer("steps", 400, "Training steps (batch 8, crop 129).")
+_STEPS = flags.DEFINE_integer("steps", 300, "Training steps (batch 8, crop 113).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train_images", None, "Training scenes (default 240).")
-_NUM_VAL = flags.DEFINE_integer("num_val_images", None, "Validation scenes (default 60).")
+_NUM_VAL = flags.DEFINE_integer("num_val_images", None, "Validation scenes (default 40).")
 _EVAL_SCALES = flags.DEFINE_list("eval_scales", ["0.5", "0.75", "1.0", "1.25", "1.5", "1.75"],
                                  "Input scales of the multi-scale evaluation (the paper's six).")
 
@@ -39,6 +39,7 @@ def main(argv):
     from deeplab_tf.demo import pipeline
 
     tf.get_logger().setLevel("ERROR")
+    logging.set_verbosity(logging.WARNING)  # The stages print their own progress.
     try:
         result = pipeline.run_demo(_WORKSPACE.value, steps=_STEPS.value, num_train_images=_NUM_TRAIN.value,
                                    num_val_images=_NUM_VAL.value, eval_scales=scales,

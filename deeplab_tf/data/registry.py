@@ -112,7 +112,7 @@ for _info in (
     DatasetInfo(
         name="demo_shapes", num_classes=6,
         class_names=("background", "disc", "square", "triangle", "ring", "bar"),
-        splits={"train": 240, "val": 60}, colormap="pascal"),
+        splits={"train": 240, "val": 40}, colormap="pascal"),
     # Section 4.3's COCO pretraining set: COCO images with VOC objects, other classes background.
     DatasetInfo(
         name="coco_voc", num_classes=21, class_names=PASCAL_VOC_CLASS_NAMES,
