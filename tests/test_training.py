@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -169,6 +170,20 @@ def test_batch_norm_statistics_move_when_trained_and_stay_frozen_in_stage_2(tfre
     assert any("Excluded by config.train.init_exclude" in line and "logits" in line for line in lines)
     frozen = _moving_stats(workdir_lib.load_model(str(tmp_path / "stage2"))[0])
     assert all(np.array_equal(trained[name], frozen[name]) for name in trained)
+
+
+def test_mixed_bfloat16_trains_with_float32_logits_and_loss(tfrecords, tmp_path):
+    config = small_config(tfrecords, steps=1, precision="mixed_bfloat16")
+    summary, _ = _train(config, tmp_path / "run")
+    assert np.isfinite(summary["loss"]) and keras.mixed_precision.global_policy().name == "float32"
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(config)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.backbone.layers)
+    assert model.get_layer("logits").compute_dtype == "float32"
+    assert model(tf.zeros([1, 65, 65, 3]), training=False).dtype == tf.float32
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tfrecords, tmp_path):

@@ -39,7 +39,7 @@ def main(argv):
     from deeplab_tf.demo import pipeline
 
     tf.get_logger().setLevel("ERROR")
-    logging.set_verbosity(logging.WARNING)  # The stages print their own progress.
+    logging.set_verbosity(logging.ERROR)  # The stages print their own progress.
     try:
         result = pipeline.run_demo(_WORKSPACE.value, steps=_STEPS.value, num_train_images=_NUM_TRAIN.value,
                                    num_val_images=_NUM_VAL.value, eval_scales=scales,
