@@ -26,6 +26,9 @@ setuptools.setup(
         "pycocotools",
         # tf.summary needs it to write TensorBoard events; TensorFlow no longer installs it.
         "tensorboard",
+        # tensorflow-datasets' builders (the cityscapes source) import it without declaring it
+        # (tensorflow/datasets#11212).
+        "importlib_resources",
     ],
     extras_require={
         # tensorflow-serving-api: the gRPC request protos the export tests (and docs/export.md) use.

@@ -3,7 +3,6 @@
 import os
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from PIL import Image
 
@@ -20,9 +19,6 @@ def test_label_ids_map_to_train_ids():
 
 
 def test_builder_prepares_offline_from_manual_zips(tmp_path):
-    # tensorflow-datasets 4.9.x imports importlib_resources without declaring it on Python >= 3.9
-    # (tensorflow/datasets#11212); its builders cannot prepare without it.
-    pytest.importorskip("importlib_resources")
     # The builder's features fix the Cityscapes size: 1024 x 2048.
     label_ids = np.full((1024, 2048), 7, np.uint8)  # road
     label_ids[:300] = 23  # sky -> 10
