@@ -27,20 +27,19 @@ def atrous_conv2d(inputs, kernel, rate):
     - input: the same dilated convolution of dy with the flipped, transposed kernel (padding is
       symmetric at stride 1, so the transpose needs no other padding);
     - kernel: for each tap, the shifted window of the padded input times dy (one matmul per tap).
-    Both cost about one forward pass.
+    Both cost about one forward pass. At stride 1 "SAME" is the symmetric `conv2d_same` padding.
     """
     size = kernel.shape[0]
     begin, end = same_padding(size, rate)
-    padding = [[0, 0], [begin, end], [begin, end], [0, 0]]
 
     @tf.custom_gradient
     def convolve(x, k):
-        y = tf.nn.conv2d(x, k, strides=1, padding=padding, dilations=rate)
+        y = tf.nn.conv2d(x, k, strides=1, padding="SAME", dilations=rate)
 
         def gradient(dy):
             flipped = tf.transpose(tf.reverse(k, axis=[0, 1]), [0, 1, 3, 2])
-            dx = tf.nn.conv2d(dy, flipped, strides=1, padding=padding, dilations=rate)
-            padded = tf.pad(x, padding)
+            dx = tf.nn.conv2d(dy, flipped, strides=1, padding="SAME", dilations=rate)
+            padded = tf.pad(x, [[0, 0], [begin, end], [begin, end], [0, 0]])
             height, width = tf.shape(x)[1], tf.shape(x)[2]
             taps = [
                 tf.einsum("bhwc,bhwf->cf",
@@ -97,10 +96,15 @@ class AtrousConv2D(keras.layers.Layer):
         kernel = tf.cast(self.kernel, inputs.dtype)
         if self.rate > 1:
             outputs = atrous_conv2d(inputs, kernel, self.rate)
+        elif self.strides == 1:
+            outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
         else:
+            # conv2d_same: pad explicitly, then VALID. Conv2D's own EXPLICIT padding would do the same
+            # but its gradients leave oneDNN's kernels (100x slower in bfloat16 here).
             begin, end = same_padding(self.kernel_size, 1)
-            outputs = tf.nn.conv2d(inputs, kernel, strides=self.strides,
-                                   padding=[[0, 0], [begin, end], [begin, end], [0, 0]])
+            if end:
+                inputs = tf.pad(inputs, [[0, 0], [begin, end], [begin, end], [0, 0]])
+            outputs = tf.nn.conv2d(inputs, kernel, strides=self.strides, padding="VALID")
         if self.bias is not None:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         return outputs
