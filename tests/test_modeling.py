@@ -177,19 +177,30 @@ def test_config_round_trip_and_cascade_head():
     assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-4)
 
 
-@pytest.mark.parametrize("shape,rate", [((9, 9), 2), ((10, 7), 3), ((13, 13), 6), ((5, 6), 4)])
-def test_atrous_conv_values_and_gradients_match_tensorflow(shape, rate):
-    """The direct dilated conv and its space-to-batch gradient equal tf.nn.convolution's."""
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("shape,rate", [((9, 9), 2), ((10, 7), 3), ((13, 13), 6), ((5, 6), 4), ((5, 6), 6),
+                                        ((4, 9), 5)])
+def test_atrous_conv_values_and_gradients_match_tensorflow(shape, rate, dynamic):
+    """The sum-of-taps dilated conv and its written-out gradient equal tf.nn.convolution's, also when
+    taps read only padding (rate >= size) and when the spatial size is only known at run time."""
     from deeplab_tf.modeling.layers import atrous_conv2d
 
     x = tf.random.normal([2, *shape, 3], seed=1)
     k = tf.random.normal([3, 3, 3, 4], seed=2)
     dy = tf.random.normal([2, *shape, 4], seed=3)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([x, k])
-        ours = atrous_conv2d(x, k, rate)
-        reference = tf.nn.convolution(x, k, padding="SAME", dilations=rate)
+
+    def values_and_gradients(x, k, dy):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, k])
+            ours = atrous_conv2d(x, k, rate)
+            reference = tf.nn.convolution(x, k, padding="SAME", dilations=rate)
+        return (ours, reference, tape.gradient(ours, [x, k], output_gradients=dy),
+                tape.gradient(reference, [x, k], output_gradients=dy))
+
+    if dynamic:
+        values_and_gradients = tf.function(values_and_gradients, input_signature=[
+            tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([3, 3, 3, 4]), tf.TensorSpec([None, None, None, 4])])
+    ours, reference, our_gradients, reference_gradients = values_and_gradients(x, k, dy)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
-    for a, b in zip(tape.gradient(ours, [x, k], output_gradients=dy),
-                    tape.gradient(reference, [x, k], output_gradients=dy)):
+    for a, b in zip(our_gradients, reference_gradients):
         np.testing.assert_allclose(a, b, atol=1e-4)
