@@ -1,5 +1,6 @@
 """The DeepLabv3 network: parameter counts, output strides, atrous rates and section 3.1's equivalence."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -204,3 +205,35 @@ def test_atrous_conv_values_and_gradients_match_tensorflow(shape, rate, dynamic)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     for a, b in zip(our_gradients, reference_gradients):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_conv_bn_fused_training_matches_keras_batch_norm(precision):
+    """ConvBN's fused training path normalises as keras BatchNormalization does and moves the averages
+    by the momentum, with the unbiased batch variance (TF-slim's fused batch norm)."""
+    from deeplab_tf.modeling.layers import ConvBN
+
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        layer = ConvBN(8, 3, rate=2, bn_momentum=0.9)
+        x = tf.random.normal([2, 9, 9, 4], seed=4)
+        layer.build(x.shape)
+        layer.bn.gamma.assign(tf.random.uniform([8], 0.5, 1.5, seed=5))
+        layer.bn.beta.assign(tf.random.normal([8], seed=6))
+        features = tf.cast(layer.conv(x), tf.float32).numpy()
+        reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype="float32")
+        reference.build(features.shape)
+        reference.set_weights(layer.bn.get_weights())
+        expected = np.maximum(reference(features, training=True).numpy(), 0)
+        with tf.GradientTape() as tape:
+            outputs = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(outputs, tf.float32))
+        tolerance = 1e-4 if precision == "float32" else 5e-2
+        np.testing.assert_allclose(tf.cast(outputs, tf.float32), expected, atol=tolerance)
+        n = 2 * 9 * 9
+        np.testing.assert_allclose(layer.bn.moving_mean, 0.1 * features.mean(axis=(0, 1, 2)), atol=tolerance)
+        np.testing.assert_allclose(layer.bn.moving_variance, 0.9 + 0.1 * features.var(axis=(0, 1, 2)) * n / (n - 1),
+                                   rtol=tolerance)
+        assert all(g is not None for g in tape.gradient(loss, layer.trainable_variables))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
