@@ -10,6 +10,7 @@ Layout written by the trainer:
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from deeplab_tf.modeling import DeepLabV3
@@ -57,11 +58,12 @@ def load_model_config(workdir):
         return json.load(f)
 
 
-def build_model_for_inference(model_config, *, output_stride=None):
+def build_model_for_inference(model_config, *, output_stride=None, precision="float32"):
     """Rebuilds the trained model at another output stride (train at 16, evaluate at 8).
 
     ASPP rates derived from the output stride are re-derived; explicit ones scale by the stride ratio,
-    so each rate keeps covering the same image area.
+    so each rate keeps covering the same image area. `precision` is the Keras dtype policy to compute
+    in ("mixed_bfloat16": bfloat16 convolutions on float32 weights; the logits stay float32).
     """
     config = dict(model_config)
     trained_stride = config["output_stride"]
@@ -71,16 +73,22 @@ def build_model_for_inference(model_config, *, output_stride=None):
             config["atrous_rates"] = default_atrous_rates(
                 output_stride, [r * trained_stride / 16 for r in config["atrous_rates"]])
     config["dropout_rate"] = 0.0
-    return DeepLabV3.from_config(config)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)  # layers take their policy when constructed
+    try:
+        return DeepLabV3.from_config(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
-def load_model(path, *, output_stride=None, num_classes=None):
+def load_model(path, *, output_stride=None, num_classes=None, precision="float32"):
     """Builds the model of a training run and restores its weights.
 
     Args:
         path: a workdir, its checkpoints/ directory or a checkpoint prefix.
         output_stride: build at this output stride instead of the trained one.
         num_classes: if given, check the checkpoint has this many classes.
+        precision: dtype policy to compute in (see `build_model_for_inference`).
 
     Returns:
         (model, checkpoint prefix, model config dict).
@@ -91,7 +99,7 @@ def load_model(path, *, output_stride=None, num_classes=None):
         raise ValueError(
             f"The checkpoint {prefix} has {model_config['num_classes']} classes but {num_classes} were asked "
             f"for (dataset or --num_classes): evaluate it on the dataset it was trained for.")
-    model = build_model_for_inference(model_config, output_stride=output_stride)
+    model = build_model_for_inference(model_config, output_stride=output_stride, precision=precision)
     status = tf.train.Checkpoint(model=model).restore(prefix)
     status.expect_partial().assert_existing_objects_matched()
     return model, prefix, model_config

@@ -16,6 +16,7 @@ from absl import app
 
 from deeplab_tf.cli import eval as eval_cli
 from deeplab_tf.data import eval_dataset, get_dataset_info, make_example
+from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.evaluation import evaluator, inference
 from eval_utils import IMAGE_SIZES, make_voc_val, make_workdir, run_main
 
@@ -202,3 +203,30 @@ def test_console_script_exits_with_the_message_not_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "deeplab-eval: no TFRecord files match" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bfloat16_evaluation_writes_its_own_results_close_to_float32(data):
+    run_main(eval_cli, checkpoint=data["workdir"], eval_pattern=data["pattern"])
+    run_main(eval_cli, checkpoint=data["workdir"], eval_pattern=data["pattern"], precision="mixed_bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy is restored
+    with open(os.path.join(data["workdir"], "eval_os16", "metrics-5.json")) as f:
+        float32 = json.load(f)
+    with open(os.path.join(data["workdir"], "eval_os16_bf16", "metrics-5.json")) as f:
+        bfloat16 = json.load(f)
+    assert (float32["precision"], bfloat16["precision"]) == ("float32", "mixed_bfloat16")
+    assert bfloat16["num_pixels"] == float32["num_pixels"]
+    assert bfloat16["mean_iou"] == pytest.approx(float32["mean_iou"], abs=0.05)
+
+    # The same weights computing in bfloat16: logits close to float32's (relative to their scale,
+    # which is large for this untrained model) and the same label on most pixels.
+    image = next(iter(eval_dataset(data["pattern"])))["image"]
+    logits = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        model, _, _ = workdir_lib.load_model(data["workdir"], precision=precision)
+        logits[precision] = model(image, training=False)
+        assert logits[precision].dtype == tf.float32
+    assert model.backbone.compute_dtype == "bfloat16"
+    reference, ours = logits["float32"].numpy(), logits["mixed_bfloat16"].numpy()
+    relative = np.abs(reference - ours).max() / np.abs(reference).max()
+    agreement = np.mean(reference.argmax(-1) == ours.argmax(-1))
+    assert 0 < relative < 0.05 and agreement > 0.9, (relative, agreement)

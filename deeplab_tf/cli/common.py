@@ -35,6 +35,10 @@ OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None,
     "deeplab-eval: folder for the metrics JSON and TensorBoard summaries (default "
     "<workdir>/eval_os<N>[_ms][_flip]); deeplab-vis: folder for the PNGs (required).")
+PRECISION = flags.DEFINE_enum(
+    "precision", "float32", ["float32", "mixed_bfloat16"],
+    "Compute dtype: mixed_bfloat16 runs the convolutions in bfloat16 (about 2x faster on CPUs with "
+    "AMX, and on GPU/TPU; much slower on CPUs without bfloat16 units).")
 MAX_IMAGES = flags.DEFINE_integer(
     "max_images", None, "Process only the first this many images (a quick look).", lower_bound=1)
 

@@ -28,7 +28,7 @@ def _report(results, path):
     print(format_metrics_table(results))
     print(f"step {results['step']}: mIOU {100 * results['mean_iou']:.2f}% over "
           f"{results['num_images']} images (output stride {results['output_stride']}, scales "
-          f"{','.join(map(str, results['scales']))}{', flip' if results['flip'] else ''}, "
+          f"{','.join(map(str, results['scales']))}{', flip' if results['flip'] else ''}, {results['precision']}, "
           f"{results['seconds']:.0f} s) -> {path}", flush=True)
 
 
@@ -39,7 +39,7 @@ def main(argv):
     eval_pattern = common.require(EVAL_PATTERN, "'/data/voc_tfrecord/val-*'")
     kwargs = dict(common.inference_options(), dataset_info=common.dataset_info(),
                   output_stride=common.OUTPUT_STRIDE.value, output_dir=common.OUTPUT_DIR.value,
-                  max_images=common.MAX_IMAGES.value,
+                  max_images=common.MAX_IMAGES.value, precision=common.PRECISION.value,
                   progress=evaluator.ProgressPrinter("deeplab-eval"))
     with common.exit_on_user_error("deeplab-eval"):
         if LOOP.value:

@@ -147,9 +147,11 @@ def checkpoint_step(prefix):
     return int(match.group(1)) if match else 0
 
 
-def default_output_dir(workdir, *, output_stride, scales=(1.0,), flip=False):
-    """``<workdir>/eval_os<N>``, with ``_ms`` for multi-scale inputs and ``_flip`` for flips."""
-    suffix = ("_ms" if tuple(scales) != (1.0,) else "") + ("_flip" if flip else "")
+def default_output_dir(workdir, *, output_stride, scales=(1.0,), flip=False, precision="float32"):
+    """``<workdir>/eval_os<N>``, with ``_ms`` for multi-scale inputs, ``_flip`` for flips and ``_bf16``
+    for bfloat16 computation."""
+    suffix = (("_ms" if tuple(scales) != (1.0,) else "") + ("_flip" if flip else "")
+              + ("_bf16" if precision == "mixed_bfloat16" else ""))
     return os.path.join(workdir, f"eval_os{output_stride}{suffix}")
 
 
@@ -170,7 +172,7 @@ def write_results(output_dir, results, *, step):
 
 def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride=None,
                         scales=(1.0,), flip=False, window_size=None, output_dir=None,
-                        max_images=None, progress=None):
+                        max_images=None, progress=None, precision="float32"):
     """Evaluates one checkpoint on a split and records the result at the checkpoint's step.
 
     Args:
@@ -182,6 +184,8 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
         scales, flip, window_size: inference options, see `inference.predict`.
         output_dir: where to write; default `default_output_dir` of the checkpoint's workdir.
         max_images, progress: see `evaluate`.
+        precision: "float32", or "mixed_bfloat16" to compute in bfloat16 (about 2x faster on CPUs
+            with bfloat16 matrix units such as AMX; slower on CPUs without them).
 
     Returns:
         (results, JSON path): results are `evaluate`'s metrics plus the checkpoint, step, split
@@ -190,7 +194,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
     count_examples(file_pattern)  # a wrong pattern or an empty split fails before loading
     workdir, prefix = workdir_lib.resolve_checkpoint(checkpoint)
     model, prefix, model_config = workdir_lib.load_model(
-        prefix, output_stride=output_stride, num_classes=dataset_info.num_classes)
+        prefix, output_stride=output_stride, num_classes=dataset_info.num_classes, precision=precision)
     output_stride = output_stride or model_config["output_stride"]
     start = time.monotonic()
     metrics = evaluate(model, file_pattern, num_classes=dataset_info.num_classes,
@@ -202,10 +206,10 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
     results = {
         "checkpoint": prefix, "step": step, "dataset": dataset_info.name,
         "eval_pattern": file_pattern, "output_stride": output_stride, "scales": list(scales),
-        "flip": flip, "window_size": window_size, "seconds": seconds, **metrics,
+        "flip": flip, "window_size": window_size, "precision": precision, "seconds": seconds, **metrics,
     }
     output_dir = output_dir or default_output_dir(workdir, output_stride=output_stride,
-                                                  scales=scales, flip=flip)
+                                                  scales=scales, flip=flip, precision=precision)
     return results, write_results(output_dir, results, step=step)
 
 
