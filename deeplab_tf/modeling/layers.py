@@ -133,21 +133,24 @@ class AtrousConv2D(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
     def call(self, inputs):
-        kernel = tf.cast(self.kernel, inputs.dtype)
-        if self.rate > 1:
-            outputs = atrous_conv2d(inputs, kernel, self.rate)
-        elif self.strides == 1:
-            outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
-        else:
-            # conv2d_same: pad explicitly, then VALID. Conv2D's own EXPLICIT padding would do the same
-            # but its gradients leave oneDNN's kernels (100x slower in bfloat16 here).
-            begin, end = same_padding(self.kernel_size, 1)
-            if end:
-                inputs = tf.pad(inputs, [[0, 0], [begin, end], [begin, end], [0, 0]])
-            outputs = tf.nn.conv2d(inputs, kernel, strides=self.strides, padding="VALID")
+        outputs = self.convolve(inputs, self.kernel)
         if self.bias is not None:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         return outputs
+
+    def convolve(self, inputs, kernel):
+        """This layer's convolution (stride, rate, padding) with `kernel` in place of its own."""
+        kernel = tf.cast(kernel, inputs.dtype)
+        if self.rate > 1:
+            return atrous_conv2d(inputs, kernel, self.rate)
+        if self.strides == 1:
+            return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
+        # conv2d_same: pad explicitly, then VALID. Conv2D's own EXPLICIT padding would do the same
+        # but its gradients leave oneDNN's kernels (100x slower in bfloat16 here).
+        begin, end = same_padding(self.kernel_size, 1)
+        if end:
+            inputs = tf.pad(inputs, [[0, 0], [begin, end], [begin, end], [0, 0]])
+        return tf.nn.conv2d(inputs, kernel, strides=self.strides, padding="VALID")
 
     def compute_output_shape(self, input_shape):
         def size(n):
@@ -213,15 +216,23 @@ class ConvBN(keras.layers.Layer):
         self.bn.build(self.conv.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):
-        outputs = self.conv(inputs)
         bn = self.bn
-        batch_statistics = training and self.fine_tune_batch_norm and bn.trainable
+        if not training:
+            # Inference: batch norm folded into the convolution (kernel * gamma / sigma, plus a bias),
+            # which oneDNN fuses with the ReLU; 10% faster in float32 and 25% in bfloat16 than a
+            # separate batch-norm op (R101 OS16 here).
+            scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+            outputs = self.conv.convolve(inputs, self.conv.kernel * scale)
+            outputs = tf.nn.bias_add(outputs, tf.cast(bn.beta - bn.moving_mean * scale, outputs.dtype))
+            return tf.nn.relu(outputs) if self.activation else outputs
+        outputs = self.conv(inputs)
+        batch_statistics = self.fine_tune_batch_norm and bn.trainable
         if batch_statistics and self.sync_bn:
             outputs = bn(outputs, training=True)
         elif batch_statistics:
             # One FusedBatchNorm op and its fused gradient instead of Keras' moments and arithmetic
-            # (R101 OS16 training step 5.9 -> 5.4 s in float32, 4.1 -> 2.9 s in bfloat16 here). Like TF-slim's fused batch norm, the moving
-            # variance takes the unbiased batch variance.
+            # (R101 OS16 training step 5.9 -> 5.4 s in float32, 4.1 -> 2.9 s in bfloat16 here). Like
+            # TF-slim's fused batch norm, the moving variance takes the unbiased batch variance.
             empty = tf.constant([], tf.float32)
             outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=outputs, scale=bn.gamma, offset=bn.beta, mean=empty, variance=empty, epsilon=bn.epsilon,
@@ -229,8 +240,7 @@ class ConvBN(keras.layers.Layer):
             bn.moving_mean.assign(bn.moving_mean * bn.momentum + mean * (1.0 - bn.momentum))
             bn.moving_variance.assign(bn.moving_variance * bn.momentum + variance * (1.0 - bn.momentum))
         else:
-            # Inference (or frozen statistics): one FusedBatchNorm op with the moving statistics, which
-            # Grappler fuses with the convolution and the ReLU on CPU.
+            # Training with frozen statistics (the paper's second stage): the moving ones.
             outputs, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=outputs, scale=bn.gamma, offset=bn.beta, mean=bn.moving_mean,
                 variance=bn.moving_variance, epsilon=bn.epsilon, is_training=False)
