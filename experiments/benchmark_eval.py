@@ -17,6 +17,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -33,6 +34,8 @@ flags.DEFINE_string("backbone", "resnet_v1_101", "Backbone of the model.")
 flags.DEFINE_list("output_strides", ["16", "8"], "Output strides to evaluate at.")
 flags.DEFINE_list("modes", list(MODES), "single: scale 1.0; ms_flip: the paper's 6 scales + flip.")
 flags.DEFINE_list("image_size", ["513", "513"], "Height,width of the synthetic images.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+                  "Compute dtype, as deeplab-eval --precision.")
 flags.DEFINE_integer("num_images", 4, "Images per case (the first is the warm-up).", lower_bound=2)
 FLAGS = flags.FLAGS
 
@@ -88,7 +91,8 @@ def main(argv):
         pattern = os.path.join(directory, "val-00000-of-00001.tfrecord")
         write_split(pattern, num_images=FLAGS.num_images, height=height, width=width)
         print(f"{FLAGS.backbone}, {height}x{width} JPEG, {FLAGS.num_images} images per case, "
-              f"{os.cpu_count()} CPUs")
+              f"{FLAGS.precision}, {os.cpu_count()} CPUs")
+        keras.mixed_precision.set_global_policy(FLAGS.precision)
         print(f"{'OS':>3} {'mode':<8} {'first image s':>14} {'img/s':>7} {'s/img':>7}")
         for output_stride in (int(stride) for stride in FLAGS.output_strides):
             model = DeepLabV3(num_classes=NUM_CLASSES, backbone=FLAGS.backbone,
