@@ -65,8 +65,8 @@ def atrous_conv2d(inputs, kernel, rate):
     """Stride-1 convolution dilated by `rate` with `conv2d_same` padding; output size = input size.
 
     Computed as the sum over the kernel's taps of a 1x1 convolution (a matmul) of the shifted input
-    window, skipping taps that would read only padding. TF's direct dilated Conv2D was 1.3-1.6x
-    slower in float32 and up to 7x slower in bfloat16 here (oneDNN, ASPP rates), and its CPU
+    window, skipping taps that would read only padding. TF's direct dilated Conv2D was 1.4-1.7x
+    slower in float32 and up to 5x slower in bfloat16 here (oneDNN, ASPP rates), and its CPU
     gradients fall back to space-to-batch, so the gradient is written out the same way:
     - input: the taps transposed, each 1x1 product of the output window placed back at its source;
     - kernel: for each tap, input window times output-gradient window (one matmul per tap).
