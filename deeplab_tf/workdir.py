@@ -10,11 +10,11 @@ Layout written by the trainer:
 import json
 import os
 
-import keras
 import tensorflow as tf
 
 from deeplab_tf.modeling import DeepLabV3
 from deeplab_tf.modeling.aspp import default_atrous_rates
+from deeplab_tf.modeling.precision import dtype_policy
 
 MODEL_CONFIG = "model_config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -73,12 +73,8 @@ def build_model_for_inference(model_config, *, output_stride=None, precision="fl
             config["atrous_rates"] = default_atrous_rates(
                 output_stride, [r * trained_stride / 16 for r in config["atrous_rates"]])
     config["dropout_rate"] = 0.0
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)  # layers take their policy when constructed
-    try:
+    with dtype_policy(precision):
         return DeepLabV3.from_config(config)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def load_model(path, *, output_stride=None, num_classes=None, precision="float32"):

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from deeplab_tf.modeling import DeepLabV3, resnet_v1_backbone, unit_specs
 from deeplab_tf.modeling.aspp import ASPP, default_atrous_rates
+from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.modeling.resnet import BottleneckUnit
 
 
@@ -213,27 +214,24 @@ def test_conv_bn_fused_training_matches_keras_batch_norm(precision):
     by the momentum, with the unbiased batch variance (TF-slim's fused batch norm)."""
     from deeplab_tf.modeling.layers import ConvBN
 
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    with dtype_policy(precision):
         layer = ConvBN(8, 3, rate=2, bn_momentum=0.9)
-        x = tf.random.normal([2, 9, 9, 4], seed=4)
-        layer.build(x.shape)
-        layer.bn.gamma.assign(tf.random.uniform([8], 0.5, 1.5, seed=5))
-        layer.bn.beta.assign(tf.random.normal([8], seed=6))
-        features = tf.cast(layer.conv(x), tf.float32).numpy()
-        reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype="float32")
-        reference.build(features.shape)
-        reference.set_weights(layer.bn.get_weights())
-        expected = np.maximum(reference(features, training=True).numpy(), 0)
-        with tf.GradientTape() as tape:
-            outputs = layer(x, training=True)
-            loss = tf.reduce_sum(tf.cast(outputs, tf.float32))
-        tolerance = 1e-4 if precision == "float32" else 5e-2
-        np.testing.assert_allclose(tf.cast(outputs, tf.float32), expected, atol=tolerance)
-        n = 2 * 9 * 9
-        np.testing.assert_allclose(layer.bn.moving_mean, 0.1 * features.mean(axis=(0, 1, 2)), atol=tolerance)
-        np.testing.assert_allclose(layer.bn.moving_variance, 0.9 + 0.1 * features.var(axis=(0, 1, 2)) * n / (n - 1),
-                                   rtol=tolerance)
-        assert all(g is not None for g in tape.gradient(loss, layer.trainable_variables))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    x = tf.random.normal([2, 9, 9, 4], seed=4)
+    layer.build(x.shape)
+    layer.bn.gamma.assign(tf.random.uniform([8], 0.5, 1.5, seed=5))
+    layer.bn.beta.assign(tf.random.normal([8], seed=6))
+    features = tf.cast(layer.conv(x), tf.float32).numpy()
+    reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype="float32")
+    reference.build(features.shape)
+    reference.set_weights(layer.bn.get_weights())
+    expected = np.maximum(reference(features, training=True).numpy(), 0)
+    with tf.GradientTape() as tape:
+        outputs = layer(x, training=True)
+        loss = tf.reduce_sum(tf.cast(outputs, tf.float32))
+    tolerance = 1e-4 if precision == "float32" else 5e-2
+    np.testing.assert_allclose(tf.cast(outputs, tf.float32), expected, atol=tolerance)
+    n = 2 * 9 * 9
+    np.testing.assert_allclose(layer.bn.moving_mean, 0.1 * features.mean(axis=(0, 1, 2)), atol=tolerance)
+    np.testing.assert_allclose(layer.bn.moving_variance, 0.9 + 0.1 * features.var(axis=(0, 1, 2)) * n / (n - 1),
+                               rtol=tolerance)
+    assert all(g is not None for g in tape.gradient(loss, layer.trainable_variables))

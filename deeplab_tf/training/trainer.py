@@ -22,6 +22,7 @@ import tensorflow as tf
 from deeplab_tf import data, visualization, workdir as workdir_lib
 from deeplab_tf.modeling import DeepLabV3
 from deeplab_tf.modeling.checkpoints import load_slim_backbone
+from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.config import check_config
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.step import make_train_step
@@ -33,15 +34,17 @@ def num_classes_of(config):
 
 
 def build_model(config):
-    """DeepLabV3 from the config's model section (and the dataset's number of classes)."""
+    """DeepLabV3 from the config's model section (and the dataset's number of classes), computing in
+    config.train.precision."""
     model = config.model
-    return DeepLabV3(
-        num_classes=num_classes_of(config), backbone=model.backbone, output_stride=model.output_stride,
-        multi_grid=tuple(model.multi_grid) or None, num_cascaded_blocks=model.num_cascaded_blocks,
-        head=model.head, atrous_rates=tuple(model.atrous_rates) or None, image_pooling=model.image_pooling,
-        aspp_filters=model.aspp_filters, dropout_rate=model.dropout_rate, bn_momentum=model.bn_momentum,
-        bn_epsilon=model.bn_epsilon, sync_bn=model.sync_bn, weight_decay=model.weight_decay,
-        fine_tune_batch_norm=config.train.fine_tune_batch_norm)
+    with dtype_policy(config.train.precision):
+        return DeepLabV3(
+            num_classes=num_classes_of(config), backbone=model.backbone, output_stride=model.output_stride,
+            multi_grid=tuple(model.multi_grid) or None, num_cascaded_blocks=model.num_cascaded_blocks,
+            head=model.head, atrous_rates=tuple(model.atrous_rates) or None, image_pooling=model.image_pooling,
+            aspp_filters=model.aspp_filters, dropout_rate=model.dropout_rate, bn_momentum=model.bn_momentum,
+            bn_epsilon=model.bn_epsilon, sync_bn=model.sync_bn, weight_decay=model.weight_decay,
+            fine_tune_batch_norm=config.train.fine_tune_batch_norm)
 
 
 def _is_slim_checkpoint(path):
@@ -169,137 +172,132 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
     log(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) in sync.")
     train_cfg = config.train
     info = data.get_dataset_info(config.dataset.name)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(train_cfg.precision)
-    try:
-        with strategy.scope():
-            model = build_model(config)
-            schedule = PolyLearningRate(
-                train_cfg.base_learning_rate, train_cfg.steps, power=train_cfg.learning_rate_power,
-                end_learning_rate=train_cfg.end_learning_rate, warmup_steps=train_cfg.warmup_steps,
-                warmup_learning_rate=train_cfg.warmup_learning_rate)
-            # The global step is a tf.Variable of its own: Keras increments optimizer.iterations by a read
-            # then a write, which loses counts when asynchronous workers race; assign_add is atomic.
-            global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-            optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(global_step),
-                                             momentum=train_cfg.momentum)
-            if train_cfg.precision == "mixed_float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            # Must happen inside the scope, or the first distributed step fails on a placeholder.
-            optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, global_step=global_step)
-        manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir),
-                                             max_to_keep=train_cfg.keep_checkpoints)
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            log(f"Resuming from {manager.latest_checkpoint} at step {int(global_step.numpy())}.")
-        elif train_cfg.init_checkpoint:
-            log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude)))
-        else:
-            log("Training from random initialisation (no config.train.init_checkpoint).")
-        workdir_lib.save_model_config(workdir, model)
-        _write_run_config(config, workdir, run_info)
+    with strategy.scope():
+        model = build_model(config)
+        schedule = PolyLearningRate(
+            train_cfg.base_learning_rate, train_cfg.steps, power=train_cfg.learning_rate_power,
+            end_learning_rate=train_cfg.end_learning_rate, warmup_steps=train_cfg.warmup_steps,
+            warmup_learning_rate=train_cfg.warmup_learning_rate)
+        # The global step is a tf.Variable of its own: Keras increments optimizer.iterations by a read
+        # then a write, which loses counts when asynchronous workers race; assign_add is atomic.
+        global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(global_step),
+                                         momentum=train_cfg.momentum)
+        if train_cfg.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        # Must happen inside the scope, or the first distributed step fails on a placeholder.
+        optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, global_step=global_step)
+    manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir),
+                                         max_to_keep=train_cfg.keep_checkpoints)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"Resuming from {manager.latest_checkpoint} at step {int(global_step.numpy())}.")
+    elif train_cfg.init_checkpoint:
+        log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude)))
+    else:
+        log("Training from random initialisation (no config.train.init_checkpoint).")
+    workdir_lib.save_model_config(workdir, model)
+    _write_run_config(config, workdir, run_info)
 
-        ps = is_parameter_server(strategy)
-        train_patterns = config.dataset.train_pattern.split(",")  # Several globs, e.g. fine + coarse.
+    ps = is_parameter_server(strategy)
+    train_patterns = config.dataset.train_pattern.split(",")  # Several globs, e.g. fine + coarse.
 
-        def dataset_fn(input_context):
-            return data.train_dataset(
-                train_patterns, batch_size=train_cfg.batch_size, crop_size=tuple(train_cfg.crop_size),
-                min_scale=train_cfg.min_scale, max_scale=train_cfg.max_scale, scale_step=train_cfg.scale_step,
-                flip=train_cfg.flip, ignore_label=config.dataset.ignore_label,
-                bootstrap_classes=tuple(config.dataset.bootstrap_classes),
-                bootstrap_factor=config.dataset.bootstrap_factor, shuffle_buffer=train_cfg.shuffle_buffer,
-                # Asynchronous workers all have input pipeline 0: unseeded, they draw different batches.
-                seed=None if ps else train_cfg.seed, input_context=input_context)
+    def dataset_fn(input_context):
+        return data.train_dataset(
+            train_patterns, batch_size=train_cfg.batch_size, crop_size=tuple(train_cfg.crop_size),
+            min_scale=train_cfg.min_scale, max_scale=train_cfg.max_scale, scale_step=train_cfg.scale_step,
+            flip=train_cfg.flip, ignore_label=config.dataset.ignore_label,
+            bootstrap_classes=tuple(config.dataset.bootstrap_classes),
+            bootstrap_factor=config.dataset.bootstrap_factor, shuffle_buffer=train_cfg.shuffle_buffer,
+            # Asynchronous workers all have input pipeline 0: unseeded, they draw different batches.
+            seed=None if ps else train_cfg.seed, input_context=input_context)
 
-        step_fn = make_train_step(model, optimizer, global_step=global_step, ignore_label=config.dataset.ignore_label,
-                                  top_k_percent_pixels=train_cfg.top_k_percent_pixels,
-                                  upsample_logits=train_cfg.upsample_logits)
-        summary_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
-        sample_images, sample_labels = next(iter(data.train_dataset(
-            train_patterns, batch_size=min(2, train_cfg.batch_size),
-            crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
-            ignore_label=config.dataset.ignore_label)))
-        colormap = visualization.get_colormap(info.colormap)
+    step_fn = make_train_step(model, optimizer, global_step=global_step, ignore_label=config.dataset.ignore_label,
+                              top_k_percent_pixels=train_cfg.top_k_percent_pixels,
+                              upsample_logits=train_cfg.upsample_logits)
+    summary_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+    sample_images, sample_labels = next(iter(data.train_dataset(
+        train_patterns, batch_size=min(2, train_cfg.batch_size),
+        crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
+        ignore_label=config.dataset.ignore_label)))
+    colormap = visualization.get_colormap(info.colormap)
 
-        if ps:
-            coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
-            per_worker_iterator = iter(coordinator.create_per_worker_dataset(
-                tf.function(lambda: strategy.distribute_datasets_from_function(dataset_fn))))
+    if ps:
+        coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+        per_worker_iterator = iter(coordinator.create_per_worker_dataset(
+            tf.function(lambda: strategy.distribute_datasets_from_function(dataset_fn))))
 
-            @tf.function
-            def worker_fn(iterator):
-                return strategy.run(step_fn, args=next(iterator))
+        @tf.function
+        def worker_fn(iterator):
+            return strategy.run(step_fn, args=next(iterator))
 
-            def run_steps(count):
-                results = [coordinator.schedule(worker_fn, args=(per_worker_iterator,)) for _ in range(count)]
-                coordinator.join()
-                return {k: float(v) for k, v in results[-1].fetch().items()}
-        else:
-            iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+        def run_steps(count):
+            results = [coordinator.schedule(worker_fn, args=(per_worker_iterator,)) for _ in range(count)]
+            coordinator.join()
+            return {k: float(v) for k, v in results[-1].fetch().items()}
+    else:
+        iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
-            @tf.function(jit_compile=train_cfg.xla or None)
-            def distributed_step(iterator):
-                outputs = strategy.run(step_fn, args=next(iterator))
-                return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in outputs.items()}
+        @tf.function(jit_compile=train_cfg.xla or None)
+        def distributed_step(iterator):
+            outputs = strategy.run(step_fn, args=next(iterator))
+            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in outputs.items()}
 
-            def run_steps(count):
-                for _ in range(count):
-                    outputs = distributed_step(iterator)
-                return {k: float(v) for k, v in outputs.items()}
+        def run_steps(count):
+            for _ in range(count):
+                outputs = distributed_step(iterator)
+            return {k: float(v) for k, v in outputs.items()}
 
-        step = first_step = int(global_step.numpy())
-        chunk = train_cfg.steps_per_schedule if ps else 1
-        last_save_time, last_saved_step = time.time(), step
-        window_start, window_steps = time.time(), 0
-        stop = _StopRequest()
-        outputs = {}
-        with stop, summary_writer.as_default():
-            while step < train_cfg.steps and stop.signal is None:
-                outputs = run_steps(min(chunk, train_cfg.steps - step))
-                new_step = int(global_step.numpy())
-                window_steps += new_step - step
-                step = new_step
-                if not all(math.isfinite(v) for v in outputs.values()):
-                    raise FloatingPointError(
-                        f"The loss became {outputs['total_loss']} at step {step}; training stopped without saving. "
-                        f"The last good checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}. "
-                        f"Lower config.train.base_learning_rate or check the labels (values outside "
-                        f"[0, num_classes) other than the ignore label).")
-                if step % train_cfg.log_every_steps < chunk or step >= train_cfg.steps:
-                    elapsed = time.time() - window_start
-                    seconds_per_step = elapsed / max(window_steps, 1)
-                    lr = float(schedule(step))
-                    log(f"step {step}/{train_cfg.steps} | loss {outputs['loss']:.4f} | total {outputs['total_loss']:.4f} | "
-                        f"lr {lr:.6f} | {seconds_per_step:.2f} s/step | "
-                        f"{train_cfg.batch_size / seconds_per_step:.1f} img/s | "
-                        f"ETA {_format_eta(seconds_per_step * (train_cfg.steps - step))}")
-                    window_start, window_steps = time.time(), 0
-                if step % train_cfg.summary_every_steps < chunk:
-                    for name, value in outputs.items():
-                        tf.summary.scalar(f"train/{name}", value, step=step)
-                    tf.summary.scalar("train/learning_rate", float(schedule(step)), step=step)
-                if step % train_cfg.image_summary_every_steps < chunk:
-                    tf.summary.image("train/image_label_prediction",
-                                     _sample_triptych(model, sample_images, sample_labels, colormap), step=step)
-                due = (step - last_saved_step >= train_cfg.checkpoint_every_steps
-                       or time.time() - last_save_time >= 60 * train_cfg.checkpoint_every_minutes)
-                if due and step < train_cfg.steps:
-                    _check_finite(model, step, manager)
-                    manager.save(checkpoint_number=step)
-                    last_save_time, last_saved_step = time.time(), step
-            if step != last_saved_step or manager.latest_checkpoint is None:
+    step = first_step = int(global_step.numpy())
+    chunk = train_cfg.steps_per_schedule if ps else 1
+    last_save_time, last_saved_step = time.time(), step
+    window_start, window_steps = time.time(), 0
+    stop = _StopRequest()
+    outputs = {}
+    with stop, summary_writer.as_default():
+        while step < train_cfg.steps and stop.signal is None:
+            outputs = run_steps(min(chunk, train_cfg.steps - step))
+            new_step = int(global_step.numpy())
+            window_steps += new_step - step
+            step = new_step
+            if not all(math.isfinite(v) for v in outputs.values()):
+                raise FloatingPointError(
+                    f"The loss became {outputs['total_loss']} at step {step}; training stopped without saving. "
+                    f"The last good checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}. "
+                    f"Lower config.train.base_learning_rate or check the labels (values outside "
+                    f"[0, num_classes) other than the ignore label).")
+            if step % train_cfg.log_every_steps < chunk or step >= train_cfg.steps:
+                elapsed = time.time() - window_start
+                seconds_per_step = elapsed / max(window_steps, 1)
+                lr = float(schedule(step))
+                log(f"step {step}/{train_cfg.steps} | loss {outputs['loss']:.4f} | total {outputs['total_loss']:.4f} | "
+                    f"lr {lr:.6f} | {seconds_per_step:.2f} s/step | "
+                    f"{train_cfg.batch_size / seconds_per_step:.1f} img/s | "
+                    f"ETA {_format_eta(seconds_per_step * (train_cfg.steps - step))}")
+                window_start, window_steps = time.time(), 0
+            if step % train_cfg.summary_every_steps < chunk:
+                for name, value in outputs.items():
+                    tf.summary.scalar(f"train/{name}", value, step=step)
+                tf.summary.scalar("train/learning_rate", float(schedule(step)), step=step)
+            if step % train_cfg.image_summary_every_steps < chunk:
+                tf.summary.image("train/image_label_prediction",
+                                 _sample_triptych(model, sample_images, sample_labels, colormap), step=step)
+            due = (step - last_saved_step >= train_cfg.checkpoint_every_steps
+                   or time.time() - last_save_time >= 60 * train_cfg.checkpoint_every_minutes)
+            if due and step < train_cfg.steps:
                 _check_finite(model, step, manager)
                 manager.save(checkpoint_number=step)
-        if stop.signal:
-            log(f"{stop.signal} received: saved {manager.latest_checkpoint} at step {step}; run the same command "
-                f"to resume.")
-        else:
-            log(f"Training finished at step {step}: {manager.latest_checkpoint}")
-            if config.dataset.eval_pattern and step > first_step:
-                log(_evaluate_after_training(config, manager.latest_checkpoint))
-        return {"step": step, "checkpoint": manager.latest_checkpoint, "interrupted": stop.signal, **outputs}
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+                last_save_time, last_saved_step = time.time(), step
+        if step != last_saved_step or manager.latest_checkpoint is None:
+            _check_finite(model, step, manager)
+            manager.save(checkpoint_number=step)
+    if stop.signal:
+        log(f"{stop.signal} received: saved {manager.latest_checkpoint} at step {step}; run the same command "
+            f"to resume.")
+    else:
+        log(f"Training finished at step {step}: {manager.latest_checkpoint}")
+        if config.dataset.eval_pattern and step > first_step:
+            log(_evaluate_after_training(config, manager.latest_checkpoint))
+    return {"step": step, "checkpoint": manager.latest_checkpoint, "interrupted": stop.signal, **outputs}
