@@ -49,7 +49,8 @@ def test_worker_and_chief_killed_and_restarted(tmp_path):
                           checkpoint_every_steps=4, checkpoint_every_minutes=100.0)
     config_file = tmp_path / "config.py"
     config_file.write_text("import json, ml_collections\n\n"
-                           f"def get_config():\n    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+                           "def get_config():\n"
+                           f"    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
     workdir, log_dir = str(tmp_path / "run"), str(tmp_path / "logs")
     command = [sys.executable, "-m", "deeplab_tf.cli.train", f"--config={config_file}", f"--workdir={workdir}"]
     cluster = local_cluster.make_cluster(num_workers=2, num_ps=1)

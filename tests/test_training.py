@@ -91,7 +91,8 @@ def test_top_k_keeps_the_hardest_pixels():
     (dict(strategy="horovod"), "config.train.strategy='horovod' is unknown"),
     (dict(crop_size=(25, 25)), r"crop_size=\(25, 25\) is too small for output_stride=16.*at least 33"),
     (dict(batch_size=1), "cannot estimate batch statistics"),
-    (dict(init_checkpoint="/nonexistent/resnet_v1_50.ckpt"), "init_checkpoint='/nonexistent/resnet_v1_50.ckpt' does not exist"),
+    (dict(init_checkpoint="/nonexistent/resnet_v1_50.ckpt"),
+     "init_checkpoint='/nonexistent/resnet_v1_50.ckpt' does not exist"),
 ])
 def test_bad_configs_fail_before_training(tfrecords, tmp_path, override, message):
     config = small_config(tfrecords, **override)

@@ -19,7 +19,8 @@ from ml_collections import config_flags
 from deeplab_tf.training.strategies import task_from_tf_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a Python file with get_config()).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and the config; resumed if it exists.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, summaries and the config; resumed if it exists.")
 
 
 def _serve_cluster_task(task_type, task_index):

@@ -138,7 +138,8 @@ def run_demo(root, *, steps=300, num_train_images=None, num_val_images=None, eva
                 (f"OS 8, scales {','.join(f'{s:g}' for s in eval_scales)} + flip", 8, tuple(eval_scales), True)]
     evaluations = []
     for name, output_stride, scales, flip in settings:
-        results, path = _evaluate(space.workdir, config.dataset.eval_pattern, info, output_stride=output_stride, scales=scales, flip=flip, log=log)
+        results, path = _evaluate(space.workdir, config.dataset.eval_pattern, info, output_stride=output_stride,
+                                  scales=scales, flip=flip, log=log)
         evaluations.append((name, results, path))
         log(f"  {name}: mIOU {results['mean_iou']:.4f} -> {path}")
     log(f"  ({time.monotonic() - t:.0f} s)")

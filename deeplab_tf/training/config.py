@@ -98,7 +98,8 @@ def check_config(config, *, num_replicas):
         raise ValueError(
             f"config.train.crop_size={tuple(train.crop_size)} is too small for output_stride={model.output_stride}: "
             f"the feature map would be under 3x3. Use a crop of at least {smallest} (e.g. "
-            f"{model.output_stride * (min(train.crop_size) // model.output_stride + 2) + 1}) or a smaller output stride.")
+            f"{model.output_stride * (min(train.crop_size) // model.output_stride + 2) + 1}) or a smaller "
+            f"output stride.")
     if train.batch_size % num_replicas:
         raise ValueError(f"config.train.batch_size={train.batch_size} does not split over {num_replicas} replicas; "
                          f"use a multiple of {num_replicas}.")
