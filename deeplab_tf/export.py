@@ -26,6 +26,7 @@ import time
 
 import keras
 import tensorflow as tf
+from tensorflow.lite.python.convert_phase import ConverterError  # not exported as tf.lite.ConverterError
 
 from deeplab_tf.evaluation.inference import predict
 
@@ -171,14 +172,15 @@ def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_s
 
     Args:
         model: a DeepLabV3, built at the output stride to serve at (`deeplab_tf.workdir.load_model(
-            path, output_stride=8)` rebuilds a model trained at 16).
+            path, output_stride=8)` rebuilds a model trained at 16) and in the precision to compute in
+            (`precision="mixed_bfloat16"` there: bfloat16 convolutions, about 2x faster on CPUs with AMX).
         export_dir: the SavedModel directory (for TF Serving `<base>/<version>`: see `export_version`).
         scales, flip, window_size: multi-scale, left-right flip and sliding-window inference, as in
             `deeplab_tf.evaluation.inference.predict`.
         include_probabilities: also output the per-class probabilities.
         max_image_pixels: larger images are refused with InvalidArgument (the server's memory bound).
         weights_dtype: "float32", or "bfloat16"/"float16" to store the weights at half the size
-            (they are cast back, so computation stays float32).
+            (they are cast back to float32 when the graph runs).
         class_names: names of the classes, recorded with the settings (default class_<i>).
         checkpoint: the checkpoint the weights came from, recorded with the settings.
 
@@ -199,6 +201,7 @@ def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_s
         "max_image_pixels": int(max_image_pixels),
         "label_padding": LABEL_PADDING,
         "weights_dtype": weights_dtype,
+        "precision": model.dtype_policy.name,
         "num_classes": model.num_classes,
         "class_names": class_names,
         "checkpoint": checkpoint,
@@ -266,15 +269,23 @@ def export_tflite(saved_model_dir, path, *, float16_weights=False):
     (TFLite has no bfloat16 weights).
 
     Raises:
+        ValueError: the SavedModel computes in bfloat16, which TFLite has no kernels for.
         RuntimeError: with the converter's message, when TFLite cannot convert the model.
     """
+    settings_path = os.path.join(saved_model_dir, SETTINGS_FILE)
+    if tf.io.gfile.exists(settings_path):
+        with tf.io.gfile.GFile(settings_path) as f:
+            precision = json.load(f).get("precision", "float32")
+        if precision != "float32":
+            raise ValueError(f"{saved_model_dir} computes in {precision}, which TFLite has no kernels for: "
+                             f"convert an export made with the default precision (float32).")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[FLOAT_SIGNATURE])
     if float16_weights:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     try:
         flatbuffer = converter.convert()
-    except tf.lite.ConverterError as error:
+    except ConverterError as error:
         raise RuntimeError(f"TFLite cannot convert {saved_model_dir} ({FLOAT_SIGNATURE}): {error}") from error
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(flatbuffer)

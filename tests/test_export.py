@@ -244,6 +244,22 @@ def test_bfloat16_weights_with_sliding_windows_nearly_keep_the_labels(model, exp
     assert (windowed != _reference(model, image).argmax(-1)).mean() > 0.01, "the windows change the labels"
 
 
+def test_mixed_bfloat16_export_computes_in_bfloat16_and_nearly_keeps_the_labels(
+        checkpoint_workdir, image_files, model, tmp_path):
+    fast = workdir.load_model(checkpoint_workdir, output_stride=8, precision="mixed_bfloat16")[0]
+    export_dir, settings = export.export_version(fast, str(tmp_path), **EXPORT_OPTIONS)
+    assert settings["precision"] == "mixed_bfloat16"
+    loaded = tf.saved_model.load(export_dir)
+    function_defs = loaded.signatures[export.FLOAT_SIGNATURE].graph.as_graph_def().library.function
+    bfloat16_products = [node.name for function in function_defs for node in function.node_def
+                         if node.op in ("Conv2D", "Einsum", "MatMul") and node.attr["T"].type == tf.bfloat16]
+    assert len(bfloat16_products) > 50, "the convolutions and tap products run in bfloat16"
+    _, data, image = image_files[0]
+    outputs = loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([data]))
+    assert outputs["probabilities"].dtype == tf.float32
+    assert (outputs["labels"].numpy()[0] == _reference(model, image).argmax(-1)).mean() > 0.9
+
+
 def test_versions_are_numbered_and_not_overwritten(model, exported):
     base = os.path.dirname(exported)
     assert export.next_version(base) == int(os.path.basename(exported)) + 1
@@ -279,6 +295,28 @@ def test_cli_exports_float16_weights_and_tflite(checkpoint_workdir, image_files,
     labels = interpreter.get_signature_runner(export.FLOAT_SIGNATURE)(
         images=image[np.newaxis].astype(np.float32))["labels"][0]
     assert (labels == reference.argmax(-1)).mean() > 0.9
+
+
+def test_tflite_refuses_bfloat16_compute_and_reports_converter_errors(checkpoint_workdir, tmp_path):
+    result = _run_cli(f"--checkpoint={checkpoint_workdir}", f"--export_dir={tmp_path / 'models'}",
+                      "--precision=mixed_bfloat16", f"--tflite_path={tmp_path / 'deeplab.tflite'}")
+    assert result.returncode == 1 and "--tflite_path needs --precision=float32" in result.stderr
+    assert not (tmp_path / "models").exists()
+
+    class StringOps(tf.Module):  # TFLite's builtin operations have no string formatting
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def predict_images(self, images):
+            return {"labels": tf.strings.length(tf.strings.as_string(images))}
+
+    module = StringOps()
+    tf.saved_model.save(module, str(tmp_path / "strings"), signatures={export.FLOAT_SIGNATURE: module.predict_images})
+    with pytest.raises(RuntimeError, match="TFLite cannot convert .*strings"):
+        export.export_tflite(str(tmp_path / "strings"), str(tmp_path / "strings.tflite"))
+    os.makedirs(tmp_path / "strings" / "assets.extra")
+    (tmp_path / "strings" / export.SETTINGS_FILE).write_text(json.dumps({"precision": "mixed_bfloat16"}))
+    with pytest.raises(ValueError, match="computes in mixed_bfloat16"):
+        export.export_tflite(str(tmp_path / "strings"), str(tmp_path / "strings.tflite"))
+    assert not (tmp_path / "strings.tflite").exists()
 
 
 def test_cli_names_a_missing_checkpoint(tmp_path):

@@ -28,7 +28,7 @@ _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
     "Refuse larger images (InvalidArgument) to bound the server's memory.", lower_bound=1)
 _WEIGHTS_DTYPE = flags.DEFINE_enum(
     "weights_dtype", "float32", export.WEIGHTS_DTYPES,
-    "Store the weights in this dtype (half precision halves the SavedModel; computation stays float32).")
+    "Store the weights in this dtype (half precision halves the SavedModel; --precision sets the compute dtype).")
 _TFLITE_PATH = flags.DEFINE_string(
     "tflite_path", None, "Also convert the float-image signature to this TFLite file (float16 weights "
     "unless --weights_dtype=float32).")
@@ -52,13 +52,15 @@ def main(argv):
     export_dir = common.require(_EXPORT_DIR, "/models/deeplab")
     options = common.inference_options()
     class_names = _class_names()
+    if _TFLITE_PATH.value and common.PRECISION.value != "float32":
+        raise app.UsageError("--tflite_path needs --precision=float32: TFLite has no bfloat16 kernels.")
     if not flags.FLAGS["verbosity"].present:
         # TF's INFO lines while saving (one lists ~300 renamed captures) would bury the report.
         logging.set_verbosity(logging.WARNING)
     with common.exit_on_user_error("deeplab-export"):
         model, prefix, _ = workdir.load_model(
             checkpoint, output_stride=common.OUTPUT_STRIDE.value,
-            num_classes=len(class_names) if class_names else None)
+            num_classes=len(class_names) if class_names else None, precision=common.PRECISION.value)
         start = time.perf_counter()
         try:
             version_dir, _ = export.export_version(
