@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from deeplab_tf.modeling import DeepLabV3
+from deeplab_tf.modeling import folding
 from deeplab_tf.modeling.aspp import default_atrous_rates
 from deeplab_tf.modeling.precision import dtype_policy
 
@@ -77,7 +78,7 @@ def build_model_for_inference(model_config, *, output_stride=None, precision="fl
         return DeepLabV3.from_config(config)
 
 
-def load_model(path, *, output_stride=None, num_classes=None, precision="float32"):
+def load_model(path, *, output_stride=None, num_classes=None, precision="float32", fold_batch_norm=False):
     """Builds the model of a training run and restores its weights.
 
     Args:
@@ -85,6 +86,8 @@ def load_model(path, *, output_stride=None, num_classes=None, precision="float32
         output_stride: build at this output stride instead of the trained one.
         num_classes: if given, check the checkpoint has this many classes.
         precision: dtype policy to compute in (see `build_model_for_inference`).
+        fold_batch_norm: return the inference form, with batch norm folded into the convolutions
+            (`deeplab_tf.modeling.folding.fold_batch_norm`: faster, cannot train).
 
     Returns:
         (model, checkpoint prefix, model config dict).
@@ -98,4 +101,4 @@ def load_model(path, *, output_stride=None, num_classes=None, precision="float32
     model = build_model_for_inference(model_config, output_stride=output_stride, precision=precision)
     status = tf.train.Checkpoint(model=model).restore(prefix)
     status.expect_partial().assert_existing_objects_matched()
-    return model, prefix, model_config
+    return (folding.fold_batch_norm(model) if fold_batch_norm else model), prefix, model_config

@@ -49,6 +49,7 @@ def _build_step(name, precision):
     import tensorflow as tf
 
     from deeplab_tf.modeling import DeepLabV3
+    from deeplab_tf.modeling.folding import fold_batch_norm
     from deeplab_tf.training.step import make_train_step
 
     keras.mixed_precision.set_global_policy(precision)
@@ -57,6 +58,7 @@ def _build_step(name, precision):
     model = DeepLabV3(num_classes=21, backbone=backbone, output_stride=output_stride)
     images = tf.random.uniform([batch, FLAGS.size, FLAGS.size, 3], 0, 255)
     if mode == "infer":
+        model = fold_batch_norm(model)  # the inference form deeplab-eval, -vis and -export run
         step = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1))
         return batch, step, (images,)
     labels = tf.random.uniform([batch, FLAGS.size, FLAGS.size], 0, 21, dtype=tf.int32)

@@ -17,7 +17,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -26,6 +25,8 @@ from PIL import Image  # noqa: E402
 from deeplab_tf.data import fake, make_example  # noqa: E402
 from deeplab_tf.evaluation import evaluator  # noqa: E402
 from deeplab_tf.modeling import DeepLabV3  # noqa: E402
+from deeplab_tf.modeling.folding import fold_batch_norm  # noqa: E402
+from deeplab_tf.modeling.precision import dtype_policy  # noqa: E402
 
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 MODES = {"single": ((1.0,), False), "ms_flip": (PAPER_SCALES, True)}
@@ -92,11 +93,11 @@ def main(argv):
         write_split(pattern, num_images=FLAGS.num_images, height=height, width=width)
         print(f"{FLAGS.backbone}, {height}x{width} JPEG, {FLAGS.num_images} images per case, "
               f"{FLAGS.precision}, {os.cpu_count()} CPUs")
-        keras.mixed_precision.set_global_policy(FLAGS.precision)
         print(f"{'OS':>3} {'mode':<8} {'first image s':>14} {'img/s':>7} {'s/img':>7}")
         for output_stride in (int(stride) for stride in FLAGS.output_strides):
-            model = DeepLabV3(num_classes=NUM_CLASSES, backbone=FLAGS.backbone,
-                              output_stride=output_stride, dropout_rate=0.0)
+            with dtype_policy(FLAGS.precision):
+                model = fold_batch_norm(DeepLabV3(num_classes=NUM_CLASSES, backbone=FLAGS.backbone,
+                                                  output_stride=output_stride, dropout_rate=0.0))
             seconds = time_model(model, height=height, width=width,
                                  repeats=FLAGS.num_images - 1)
             print(f"{output_stride:>3} {'model':<8} {'':>14} {1 / seconds:>7.3f} {seconds:>7.2f}",

@@ -235,3 +235,29 @@ def test_conv_bn_fused_training_matches_keras_batch_norm(precision):
     np.testing.assert_allclose(layer.bn.moving_variance, 0.9 + 0.1 * features.var(axis=(0, 1, 2)) * n / (n - 1),
                                rtol=tolerance)
     assert all(g is not None for g in tape.gradient(loss, layer.trainable_variables))
+
+
+@pytest.mark.parametrize("precision, tolerance", [("float32", 1e-5), ("mixed_bfloat16", 3e-2)])
+def test_folded_batch_norm_gives_the_inference_logits(precision, tolerance):
+    """fold_batch_norm's copy computes model(x, training=False) of the float32 model, up to the
+    precision's rounding, with no batch norm left."""
+    from deeplab_tf.modeling.folding import fold_batch_norm
+
+    keras.utils.set_random_seed(3)
+    reference = DeepLabV3(num_classes=5, backbone="resnet_v1_50_beta", output_stride=8, multi_grid=(1, 2, 4))
+    for variable in reference.variables:  # statistics far from the initial ones, so the fold matters
+        if variable.path.endswith(("gamma", "beta", "moving_mean", "moving_variance")):
+            variable.assign(tf.random.uniform(variable.shape, 0.5, 1.5))
+    with dtype_policy(precision):
+        model = DeepLabV3.from_config(reference.get_config())
+    model.set_weights(reference.get_weights())
+    folded = fold_batch_norm(model)
+    images = tf.random.uniform([2, 49, 57, 3], 0, 255, seed=7)
+    expected = reference(images, training=False).numpy()
+    np.testing.assert_allclose(folded(images).numpy(), expected, atol=tolerance * np.abs(expected).max())
+    assert folded.get_config() == {**model.get_config(), "fold_batch_norm": True}
+    assert folded.dtype_policy.name == precision and folded.get_layer("logits").compute_dtype == "float32"
+    assert not [v.path for v in folded.variables if "moving" in v.path or v.path.endswith(("gamma", "beta"))]
+    assert folded.count_params() == model.count_params() - sum(
+        v.numpy().size for v in model.variables if v.path.endswith(("moving_mean", "moving_variance", "gamma")))
+    assert fold_batch_norm(folded) is folded

@@ -60,7 +60,8 @@ def main(argv):
     with common.exit_on_user_error("deeplab-export"):
         model, prefix, _ = workdir.load_model(
             checkpoint, output_stride=common.OUTPUT_STRIDE.value,
-            num_classes=len(class_names) if class_names else None, precision=common.PRECISION.value)
+            num_classes=len(class_names) if class_names else None, precision=common.PRECISION.value,
+            fold_batch_norm=True)
         start = time.perf_counter()
         try:
             version_dir, _ = export.export_version(

@@ -76,7 +76,8 @@ def main(argv):
             total = min(total, common.MAX_IMAGES.value)
             examples = itertools.islice(examples, total)
         model, _, _ = load_model(checkpoint, output_stride=common.OUTPUT_STRIDE.value,
-                                 num_classes=info.num_classes, precision=common.PRECISION.value)
+                                 num_classes=info.num_classes, precision=common.PRECISION.value,
+                                 fold_batch_norm=True)
         written = visualizer.visualize(
             model, examples, output_dir, colormap=colormap,
             train_id_to_label_id=CITYSCAPES_LABEL_IDS.value, total=total,

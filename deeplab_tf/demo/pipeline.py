@@ -145,7 +145,7 @@ def run_demo(root, *, steps=300, num_train_images=None, num_val_images=None, eva
     log(f"  ({time.monotonic() - t:.0f} s)")
 
     t = _stage(log, 5, "Colourised predictions (OS 8) of the first val images")
-    model, prefix, _ = workdir_lib.load_model(space.workdir, output_stride=8)
+    model, prefix, _ = workdir_lib.load_model(space.workdir, output_stride=8, fold_batch_norm=True)
     if not os.path.isdir(os.path.join(space.vis, "overlay")):
         _, examples = visualizer.split_examples(config.dataset.eval_pattern)
         examples = (example for _, example in zip(range(num_vis_images), examples))

@@ -194,7 +194,8 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
     count_examples(file_pattern)  # a wrong pattern or an empty split fails before loading
     workdir, prefix = workdir_lib.resolve_checkpoint(checkpoint)
     model, prefix, model_config = workdir_lib.load_model(
-        prefix, output_stride=output_stride, num_classes=dataset_info.num_classes, precision=precision)
+        prefix, output_stride=output_stride, num_classes=dataset_info.num_classes, precision=precision,
+        fold_batch_norm=True)
     output_stride = output_stride or model_config["output_stride"]
     start = time.monotonic()
     metrics = evaluate(model, file_pattern, num_classes=dataset_info.num_classes,

@@ -34,21 +34,23 @@ class ASPP(keras.layers.Layer):
         filters: channels of every branch and of the projection (256).
         image_pooling: add the image-level features branch.
         dropout_rate: dropout after the projection during training (0.1 in the original release).
-        bn_momentum, bn_epsilon, sync_bn, weight_decay, fine_tune_batch_norm: see `ConvBN`.
+        bn_momentum, bn_epsilon, sync_bn, weight_decay, fine_tune_batch_norm, fold_batch_norm: see
+            `ConvBN`.
 
     Reference: paper section 3.3.
     """
 
     def __init__(self, atrous_rates=RATES_AT_OUTPUT_STRIDE_16, *, filters=256, image_pooling=True,
                  dropout_rate=0.1, bn_momentum=0.9997, bn_epsilon=1e-5, sync_bn=False, weight_decay=0.0,
-                 fine_tune_batch_norm=True, **kwargs):
+                 fine_tune_batch_norm=True, fold_batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         self.atrous_rates = tuple(atrous_rates)
         self.filters = filters
         self.image_pooling = image_pooling
         self.dropout_rate = dropout_rate
         self._conv_kwargs = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
-                                 weight_decay=weight_decay, fine_tune_batch_norm=fine_tune_batch_norm)
+                                 weight_decay=weight_decay, fine_tune_batch_norm=fine_tune_batch_norm,
+                                 fold_batch_norm=fold_batch_norm)
         # One attribute per branch: TF checkpoints track attributes, not Keras' tracked lists.
         for i, rate in enumerate((1,) + self.atrous_rates):
             setattr(self, f"aspp{i}", ConvBN(filters, 1 if i == 0 else 3, rate=rate, name=f"aspp{i}",

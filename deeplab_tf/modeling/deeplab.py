@@ -34,6 +34,8 @@ class DeepLabV3(keras.Model):
         sync_bn: cross-replica BatchNormalization under a multi-device strategy.
         fine_tune_batch_norm: train with batch statistics and update BN's moving averages; False
             freezes them (the paper's second stage, section 4.3) while gamma/beta still train.
+        fold_batch_norm: build the inference form, with no batch norm and a bias per convolution
+            (`deeplab_tf.modeling.folding.fold_batch_norm` makes it from a trained model).
         weight_decay: L2 coefficient (TF-slim convention, wd * sum(w^2) / 2) on every kernel; the
             terms are in `model.losses`.
 
@@ -48,11 +50,11 @@ class DeepLabV3(keras.Model):
     def __init__(self, num_classes, *, backbone="resnet_v1_101", output_stride=16, multi_grid=None,
                  num_cascaded_blocks=0, head="aspp", atrous_rates=None, image_pooling=True, aspp_filters=256,
                  dropout_rate=0.1, bn_momentum=0.9997, bn_epsilon=1e-5, sync_bn=False, weight_decay=0.0,
-                 fine_tune_batch_norm=True, **kwargs):
+                 fine_tune_batch_norm=True, fold_batch_norm=False, **kwargs):
         if head not in HEADS:
             raise ValueError(f"Unknown head {head!r}; choose one of {', '.join(HEADS)}.")
         bn_kwargs = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
-                         fine_tune_batch_norm=fine_tune_batch_norm)
+                         fine_tune_batch_norm=fine_tune_batch_norm, fold_batch_norm=fold_batch_norm)
         backbone_model = resnet_v1_backbone(
             backbone, output_stride=output_stride, multi_grid=multi_grid,
             num_cascaded_blocks=num_cascaded_blocks, weight_decay=weight_decay, **bn_kwargs)
@@ -90,6 +92,7 @@ class DeepLabV3(keras.Model):
         self.sync_bn = sync_bn
         self.weight_decay = weight_decay
         self.fine_tune_batch_norm = fine_tune_batch_norm
+        self.fold_batch_norm = fold_batch_norm
 
     def get_config(self):
         return {
@@ -109,6 +112,7 @@ class DeepLabV3(keras.Model):
             "sync_bn": self.sync_bn,
             "weight_decay": self.weight_decay,
             "fine_tune_batch_norm": self.fine_tune_batch_norm,
+            "fold_batch_norm": self.fold_batch_norm,
         }
 
     @classmethod

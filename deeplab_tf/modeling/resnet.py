@@ -121,14 +121,15 @@ class BottleneckUnit(keras.layers.Layer):
     """
 
     def __init__(self, depth, bottleneck_depth, *, strides=1, rate=1, bn_momentum=0.9997, bn_epsilon=1e-5,
-                 sync_bn=False, weight_decay=0.0, fine_tune_batch_norm=True, **kwargs):
+                 sync_bn=False, weight_decay=0.0, fine_tune_batch_norm=True, fold_batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         self.depth = depth
         self.bottleneck_depth = bottleneck_depth
         self.strides = strides
         self.rate = rate
         self._conv_kwargs = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
-                                 weight_decay=weight_decay, fine_tune_batch_norm=fine_tune_batch_norm)
+                                 weight_decay=weight_decay, fine_tune_batch_norm=fine_tune_batch_norm,
+                                 fold_batch_norm=fold_batch_norm)
         self.conv1 = ConvBN(bottleneck_depth, 1, name="conv1", **self._conv_kwargs)
         self.conv2 = ConvBN(bottleneck_depth, 3, strides=strides, rate=rate, name="conv2", **self._conv_kwargs)
         self.conv3 = ConvBN(depth, 1, activation=False, name="conv3", **self._conv_kwargs)
@@ -181,7 +182,7 @@ def stem_layers(kind, **conv_kwargs):
 
 def resnet_v1_backbone(name="resnet_v1_101", *, output_stride=16, multi_grid=None, num_cascaded_blocks=0,
                        bn_momentum=0.9997, bn_epsilon=1e-5, sync_bn=False, weight_decay=0.0,
-                       fine_tune_batch_norm=True):
+                       fine_tune_batch_norm=True, fold_batch_norm=False):
     """Builds an atrous ResNet v1 as a Keras model: 0-255 RGB images -> last feature map.
 
     Args:
@@ -189,7 +190,8 @@ def resnet_v1_backbone(name="resnet_v1_101", *, output_stride=16, multi_grid=Non
         output_stride: see `unit_specs`.
         multi_grid: unit rates of block4 and the cascaded blocks (section 3.2), e.g. (1, 2, 4).
         num_cascaded_blocks: replicas of block4 appended as block5..block7.
-        bn_momentum, bn_epsilon, sync_bn, fine_tune_batch_norm: BatchNormalization settings (`ConvBN`).
+        bn_momentum, bn_epsilon, sync_bn, fine_tune_batch_norm, fold_batch_norm: BatchNormalization
+            settings (`ConvBN`).
         weight_decay: L2 coefficient applied to every convolution kernel.
 
     Example:
@@ -200,7 +202,8 @@ def resnet_v1_backbone(name="resnet_v1_101", *, output_stride=16, multi_grid=Non
     """
     depth, stem = parse_backbone(name)
     conv_kwargs = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
-                       weight_decay=weight_decay, fine_tune_batch_norm=fine_tune_batch_norm)
+                       weight_decay=weight_decay, fine_tune_batch_norm=fine_tune_batch_norm,
+                       fold_batch_norm=fold_batch_norm)
     inputs = keras.Input(shape=(None, None, 3), name="images")
     x = SubtractMean(name="subtract_mean")(inputs)
     for layer in stem_layers(stem, **conv_kwargs):
