@@ -201,7 +201,7 @@ def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_s
         "max_image_pixels": int(max_image_pixels),
         "label_padding": LABEL_PADDING,
         "weights_dtype": weights_dtype,
-        "precision": model.dtype_policy.name,
+        "compute_dtype": model.compute_dtype,
         "num_classes": model.num_classes,
         "class_names": class_names,
         "checkpoint": checkpoint,
@@ -275,9 +275,9 @@ def export_tflite(saved_model_dir, path, *, float16_weights=False):
     settings_path = os.path.join(saved_model_dir, SETTINGS_FILE)
     if tf.io.gfile.exists(settings_path):
         with tf.io.gfile.GFile(settings_path) as f:
-            precision = json.load(f).get("precision", "float32")
-        if precision != "float32":
-            raise ValueError(f"{saved_model_dir} computes in {precision}, which TFLite has no kernels for: "
+            compute_dtype = json.load(f).get("compute_dtype", "float32")
+        if compute_dtype != "float32":
+            raise ValueError(f"{saved_model_dir} computes in {compute_dtype}, which TFLite has no kernels for: "
                              f"convert an export made with the default precision (float32).")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[FLOAT_SIGNATURE])
     if float16_weights:

@@ -248,7 +248,7 @@ def test_mixed_bfloat16_export_computes_in_bfloat16_and_nearly_keeps_the_labels(
         checkpoint_workdir, image_files, model, tmp_path):
     fast = workdir.load_model(checkpoint_workdir, output_stride=8, precision="mixed_bfloat16")[0]
     export_dir, settings = export.export_version(fast, str(tmp_path), **EXPORT_OPTIONS)
-    assert settings["precision"] == "mixed_bfloat16"
+    assert settings["compute_dtype"] == "bfloat16"
     loaded = tf.saved_model.load(export_dir)
     function_defs = loaded.signatures[export.FLOAT_SIGNATURE].graph.as_graph_def().library.function
     bfloat16_products = [node.name for function in function_defs for node in function.node_def
@@ -313,8 +313,8 @@ def test_tflite_refuses_bfloat16_compute_and_reports_converter_errors(checkpoint
     with pytest.raises(RuntimeError, match="TFLite cannot convert .*strings"):
         export.export_tflite(str(tmp_path / "strings"), str(tmp_path / "strings.tflite"))
     os.makedirs(tmp_path / "strings" / "assets.extra")
-    (tmp_path / "strings" / export.SETTINGS_FILE).write_text(json.dumps({"precision": "mixed_bfloat16"}))
-    with pytest.raises(ValueError, match="computes in mixed_bfloat16"):
+    (tmp_path / "strings" / export.SETTINGS_FILE).write_text(json.dumps({"compute_dtype": "bfloat16"}))
+    with pytest.raises(ValueError, match="computes in bfloat16"):
         export.export_tflite(str(tmp_path / "strings"), str(tmp_path / "strings.tflite"))
     assert not (tmp_path / "strings.tflite").exists()
 
