@@ -1,0 +1,66 @@
+"""torchvision's DeepLabv3-ResNet101 on the CPU, timed as `experiments.benchmark` times ours.
+
+Not part of the package: run it in a separate virtualenv with `pip install torch torchvision`
+(see experiments/README.md, "Peers"). Random weights, one 513x513 image, channels_last, no_grad,
+two threads; median of 10 calls after 3 warm-up ones.
+
+    python experiments/peers/torchvision_deeplabv3.py --output_stride=16 --mode=compile --dtype=bfloat16
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from torchvision.models import resnet101
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
+
+
+class _Features(torch.nn.Module):
+    """ResNet up to layer4, returning the dict torchvision's DeepLabV3 reads."""
+
+    def __init__(self, resnet):
+        super().__init__()
+        self.body = torch.nn.Sequential(*list(resnet.children())[:-2])
+
+    def forward(self, x):
+        return {"out": self.body(x)}
+
+
+def build(output_stride):
+    """torchvision's DeepLabV3 at output stride 16 (ASPP rates 6, 12, 18) or 8 (its default: 12, 24, 36)."""
+    resnet = resnet101(weights=None, replace_stride_with_dilation=[False, output_stride == 8, True])
+    rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
+    return DeepLabV3(_Features(resnet), DeepLabHead(2048, 21, atrous_rates=rates))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
+    parser.add_argument("--mode", default="eager", choices=["eager", "compile"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = build(args.output_stride).eval().to(memory_format=torch.channels_last)
+    if args.mode == "compile":
+        model = torch.compile(model)
+    images = torch.rand(1, 3, 513, 513).contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+            return model(images)["out"].argmax(1)
+
+    for _ in range(3):
+        run()
+    seconds = []
+    for _ in range(10):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    print(f"torchvision {args.mode} R101 OS{args.output_stride} {args.dtype} (torch {torch.__version__}): "
+          f"{statistics.median(seconds):.3f} s/image median, {min(seconds):.3f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
