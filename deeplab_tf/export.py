@@ -42,10 +42,11 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _stored_weights(model, dtype):
-    """Copies of the model's variables, in `dtype` where they are floating point."""
+    """Copies of the model's variables, the float32 ones in `dtype` (a folded bfloat16 model's
+    bfloat16 weights stay bfloat16: widening them would store nothing more)."""
     def stored(variable):
         value = variable.value
-        if value.dtype.is_floating:
+        if value.dtype == tf.float32:
             value = tf.cast(value, dtype)
         return tf.Variable(value, trainable=False, name=variable.path.replace("/", "_"))
 
@@ -179,8 +180,8 @@ def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_s
             `deeplab_tf.evaluation.inference.predict`.
         include_probabilities: also output the per-class probabilities.
         max_image_pixels: larger images are refused with InvalidArgument (the server's memory bound).
-        weights_dtype: "float32", or "bfloat16"/"float16" to store the weights at half the size
-            (they are cast back to float32 when the graph runs).
+        weights_dtype: "float32", or "bfloat16"/"float16" to store the float32 weights at half the
+            size (they are cast back to float32 when the graph runs).
         class_names: names of the classes, recorded with the settings (default class_<i>).
         checkpoint: the checkpoint the weights came from, recorded with the settings.
 

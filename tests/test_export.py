@@ -17,6 +17,7 @@ import tensorflow as tf
 from deeplab_tf import export, workdir
 from deeplab_tf.evaluation.inference import predict
 from deeplab_tf.modeling import DeepLabV3
+from deeplab_tf.modeling.folding import fold_batch_norm
 
 NUM_CLASSES = 4
 EXPORT_OPTIONS = dict(scales=(0.75, 1.0), flip=True, include_probabilities=True, max_image_pixels=80 * 80)
@@ -258,6 +259,11 @@ def test_mixed_bfloat16_export_computes_in_bfloat16_and_nearly_keeps_the_labels(
     outputs = loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([data]))
     assert outputs["probabilities"].dtype == tf.float32
     assert (outputs["labels"].numpy()[0] == _reference(model, image).argmax(-1)).mean() > 0.9
+
+    folded_dir, _ = export.export_version(fold_batch_norm(fast), str(tmp_path), **EXPORT_OPTIONS)
+    stored = {weight.dtype for weight in tf.saved_model.load(folded_dir).weights if weight.dtype.is_floating}
+    assert stored == {tf.bfloat16, tf.float32}, "bfloat16 weights stay bfloat16, the logits' float32"
+    assert export.disk_size(folded_dir) < 0.6 * export.disk_size(export_dir)
 
 
 def test_versions_are_numbered_and_not_overwritten(model, exported):

@@ -28,7 +28,8 @@ _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
     "Refuse larger images (InvalidArgument) to bound the server's memory.", lower_bound=1)
 _WEIGHTS_DTYPE = flags.DEFINE_enum(
     "weights_dtype", "float32", export.WEIGHTS_DTYPES,
-    "Store the weights in this dtype (half precision halves the SavedModel; --precision sets the compute dtype).")
+    "Store the float32 weights in this dtype (half precision halves the SavedModel; --precision sets the "
+    "compute dtype, and with mixed_bfloat16 the weights are bfloat16 already).")
 _TFLITE_PATH = flags.DEFINE_string(
     "tflite_path", None, "Also convert the float-image signature to this TFLite file (float16 weights "
     "unless --weights_dtype=float32).")
