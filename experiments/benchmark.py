@@ -2,8 +2,8 @@
 
 Each case runs in its own process so that its peak resident memory is its own. Within a case the
 precisions are timed interleaved (one call of each in turn), so that the machine's drift hits them
-alike and their ratio is fair. Prints one line per case and precision; compare against DESIGN.md's
-anchors (TF Model Garden R101 OS16: 0.52 s, torch.compile: 0.29 s, on this 2-core machine).
+alike and their ratio is fair. Prints one line per case and precision; `experiments/peers/` times
+torchvision and TF Model Garden on the same machine for comparison.
 
     python -m experiments.benchmark                      # all cases, float32 and mixed_bfloat16
     python -m experiments.benchmark --cases=r101_os16_infer --repeats=10 --precisions=float32
@@ -24,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from deeplab_tf.modeling.precision import PRECISIONS  # noqa: E402
+
 CASES = {
     # name: (backbone, output_stride, batch, mode)
     "r50_os16_infer": ("resnet_v1_50", 16, 1, "infer"),
@@ -38,7 +40,7 @@ flags.DEFINE_list("cases", list(CASES), "Cases to run.")
 flags.DEFINE_integer("size", 513, "Square input size.")
 flags.DEFINE_integer("batch", 0, "Batch size for every case (0: the case's own, 1 or 2).")
 flags.DEFINE_integer("repeats", 5, "Timed repetitions after two warm-up runs.")
-flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"],
+flags.DEFINE_list("precisions", list(PRECISIONS),
                   "Keras dtype policies to time, interleaved (float32, mixed_bfloat16).")
 flags.DEFINE_string("_child", None, "Internal: run one case in this process and print JSON.")
 FLAGS = flags.FLAGS
@@ -50,12 +52,13 @@ def _build_step(name, precision):
 
     from deeplab_tf.modeling import DeepLabV3
     from deeplab_tf.modeling.folding import fold_batch_norm
+    from deeplab_tf.modeling.precision import dtype_policy
     from deeplab_tf.training.step import make_train_step
 
-    keras.mixed_precision.set_global_policy(precision)
     backbone, output_stride, batch, mode = CASES[name]
     batch = FLAGS.batch or batch
-    model = DeepLabV3(num_classes=21, backbone=backbone, output_stride=output_stride)
+    with dtype_policy(precision):
+        model = DeepLabV3(num_classes=21, backbone=backbone, output_stride=output_stride)
     images = tf.random.uniform([batch, FLAGS.size, FLAGS.size, 3], 0, 255)
     if mode == "infer":
         model = fold_batch_norm(model)  # the inference form deeplab-eval, -vis and -export run
@@ -96,8 +99,8 @@ def main(argv):
         print(json.dumps(_run_case(FLAGS._child)))
         return
     for precision in FLAGS.precisions:
-        if precision not in ("float32", "mixed_bfloat16"):
-            raise app.UsageError(f"--precisions: unknown {precision!r}; use float32 and/or mixed_bfloat16")
+        if precision not in PRECISIONS:
+            raise app.UsageError(f"--precisions: unknown {precision!r}; use {' and/or '.join(PRECISIONS)}")
     for name in FLAGS.cases:
         if name not in CASES:
             raise app.UsageError(f"--cases: unknown case {name!r}; known: {', '.join(CASES)}")

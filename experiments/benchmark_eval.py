@@ -26,7 +26,7 @@ from deeplab_tf.data import fake, make_example  # noqa: E402
 from deeplab_tf.evaluation import evaluator  # noqa: E402
 from deeplab_tf.modeling import DeepLabV3  # noqa: E402
 from deeplab_tf.modeling.folding import fold_batch_norm  # noqa: E402
-from deeplab_tf.modeling.precision import dtype_policy  # noqa: E402
+from deeplab_tf.modeling.precision import PRECISIONS, dtype_policy  # noqa: E402
 
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 MODES = {"single": ((1.0,), False), "ms_flip": (PAPER_SCALES, True)}
@@ -35,7 +35,7 @@ flags.DEFINE_string("backbone", "resnet_v1_101", "Backbone of the model.")
 flags.DEFINE_list("output_strides", ["16", "8"], "Output strides to evaluate at.")
 flags.DEFINE_list("modes", list(MODES), "single: scale 1.0; ms_flip: the paper's 6 scales + flip.")
 flags.DEFINE_list("image_size", ["513", "513"], "Height,width of the synthetic images.")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
                   "Compute dtype, as deeplab-eval --precision.")
 flags.DEFINE_integer("num_images", 4, "Images per case (the first is the warm-up).", lower_bound=2)
 FLAGS = flags.FLAGS

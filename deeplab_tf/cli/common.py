@@ -9,6 +9,7 @@ from absl import app, flags
 
 from deeplab_tf.data import dataset_info_from_spec, get_dataset_info
 from deeplab_tf.evaluation.evaluator import op_error_summary
+from deeplab_tf.modeling.precision import PRECISIONS
 
 CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None,
@@ -36,7 +37,7 @@ OUTPUT_DIR = flags.DEFINE_string(
     "deeplab-eval: folder for the metrics JSON and TensorBoard summaries (default "
     "<workdir>/eval_os<N>[_ms][_flip]); deeplab-vis: folder for the PNGs (required).")
 PRECISION = flags.DEFINE_enum(
-    "precision", "float32", ["float32", "mixed_bfloat16"],
+    "precision", "float32", list(PRECISIONS),
     "Compute dtype: mixed_bfloat16 runs the convolutions in bfloat16 (about 2x faster on CPUs with "
     "AMX, and on GPU/TPU; much slower on CPUs without bfloat16 units).")
 MAX_IMAGES = flags.DEFINE_integer(

@@ -28,8 +28,7 @@ def fold_batch_norm(model):
     """
     if model.fold_batch_norm:
         return model
-    policy = model.dtype_policy
-    with dtype_policy(policy.compute_dtype if policy.compute_dtype != policy.variable_dtype else policy.name):
+    with dtype_policy(model.dtype_policy.compute_dtype):  # "mixed_bfloat16" -> "bfloat16" weights
         folded = DeepLabV3.from_config({**model.get_config(), "fold_batch_norm": True})
     sources = {variable.path: variable for variable in model.variables}
     for variable in folded.variables:

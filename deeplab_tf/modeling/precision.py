@@ -4,6 +4,9 @@ import contextlib
 
 import keras
 
+# The Keras policies our binaries and benchmarks offer.
+PRECISIONS = ("float32", "mixed_bfloat16")
+
 
 @contextlib.contextmanager
 def dtype_policy(name):
