@@ -10,7 +10,6 @@ flag mistakes at once.
 import collections
 import concurrent.futures
 import dataclasses
-import io
 import os
 import time
 from typing import Callable, Optional
@@ -20,7 +19,7 @@ from absl import logging
 from PIL import Image
 
 from deeplab_tf.constants import IGNORE_LABEL
-from deeplab_tf.data import validation
+from deeplab_tf.data import image_io, validation
 
 _PROGRESS_SECONDS = 10.0
 
@@ -91,11 +90,9 @@ def encode_sample(sample, *, num_classes, ignore_label=IGNORE_LABEL, binary_chec
     mask = sample.read_mask()
     validation.check_mask(mask, path=sample.mask_path, image_size=size, num_classes=num_classes,
                           ignore_label=ignore_label, binary_check=binary_check)
-    buffer = io.BytesIO()
-    Image.fromarray(mask).save(buffer, format="PNG")
     example = tfrecord.make_example(image=image, image_format=image_format,
-                                    label=buffer.getvalue(), filename=sample.name,
-                                    height=size[0], width=size[1])
+                                    label=image_io.encode_png(Image.fromarray(mask)),
+                                    filename=sample.name, height=size[0], width=size[1])
     return example.SerializeToString(), np.bincount(mask.ravel(), minlength=256)
 
 

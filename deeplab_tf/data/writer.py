@@ -30,11 +30,12 @@ class ShardedWriter:
 
     Shards are written into `incomplete_dir(...)`. When the `with` block exits normally `paths`
     lists where `commit` will put them (shards that stayed empty, with fewer records than shards,
-    are dropped: no input pipeline gets an empty file); on an error they are removed. `commit` moves them into `output_dir`, replacing the split's
-    shards of an earlier conversion; `discard` removes an uncommitted split. If the process is
-    killed the staged files stay in the hidden folder (removed by the next run of the split), out
-    of reach of the split's glob. Committing several writers one after the other makes a run of
-    several splits all-or-nothing, up to the renames themselves.
+    are dropped: no input pipeline gets an empty file); on an error they are removed. `commit`
+    moves them into `output_dir`, replacing the split's shards of an earlier conversion;
+    `discard` removes an uncommitted split. If the process is killed the staged files stay in the
+    hidden folder (removed by the next run of the split), out of reach of the split's glob.
+    Committing several writers one after the other makes a run of several splits all-or-nothing,
+    up to the renames themselves.
     """
 
     def __init__(self, *, output_dir, split, num_shards):
