@@ -1,6 +1,8 @@
 """Flags and the exit path shared by the dataset converters (thin absl programs)."""
 
+import os
 import sys
+import tempfile
 
 from absl import flags
 
@@ -17,10 +19,29 @@ def define_output_flags(*, num_shards):
                          "Skip bad images/masks and list them in the report instead of stopping.")
 
 
-def run_conversion(convert, *, info):
-    """Runs `convert()` and prints its summary for dataset `info`; a data problem ends the
-    program with its one-line message (exit status 1), not a traceback."""
+def check_output_dir(output_dir):
+    """Creates `output_dir` if needed and makes sure a file can be written there.
+
+    Raises:
+        DataError: it cannot be created or written to (names the folder and the fix).
+    """
+    if "://" in output_dir:  # a remote file system (gs://...): TensorFlow reports its own errors
+        return
     try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as e:
+        raise DataError(f"--output_dir={output_dir}: cannot create it or write in it "
+                        f"({e.strerror}): choose a folder you can write to, or fix its "
+                        "permissions.") from None
+
+
+def run_conversion(convert, *, info):
+    """Checks --output_dir, runs `convert()` and prints its summary for dataset `info`; a data
+    problem ends the program with its one-line message (exit status 1), not a traceback."""
+    try:
+        check_output_dir(flags.FLAGS.output_dir)
         summary = convert()
     except DataError as e:
         sys.exit(f"error: {e}")

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 from absl import app
-from PIL import Image
+from PIL import Image, ImageOps
 
 from deeplab_tf import visualization
 from deeplab_tf.cli import vis as vis_cli
@@ -142,3 +142,38 @@ def test_bad_flags_are_usage_errors(data, tmp_path):
              "--window_size")):
         with pytest.raises(app.UsageError, match=expected):
             run_main(vis_cli, **flag_values)
+
+
+def test_phone_jpegs_are_segmented_and_written_upright(data, tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6: outputs have the size viewers show."""
+    images = tmp_path / "phone"
+    images.mkdir()
+    upright = fake.random_image(RNG, 30, 44)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to show
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(images / "phone.jpg",
+                                                                      quality=95, exif=exif)
+    with Image.open(images / "phone.jpg") as jpeg:
+        np.testing.assert_array_equal(visualizer.read_rgb_image(str(images / "phone.jpg")),
+                                      np.asarray(ImageOps.exif_transpose(jpeg)))
+    output_dir = str(tmp_path / "out")
+    run_main(vis_cli, checkpoint=data["workdir"], image_dir=str(images), output_dir=output_dir)
+    written = _written(output_dir, "phone")
+    assert all(image.size == (44, 30) for image in written.values())
+    # The overlay is drawn on the upright picture: its darkest/brightest pattern follows it.
+    overlay = np.asarray(written["overlay"]).astype(float).mean(axis=-1)
+    assert np.corrcoef(overlay.ravel(), upright.mean(axis=-1).ravel())[0, 1] > 0.5
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file is empty (0 bytes)"),
+    (b"meeting notes, saved with the wrong extension\n", "not an image file Pillow can read"),
+])
+def test_empty_and_non_image_files_name_the_file_and_only_real_flags(data, tmp_path, content,
+                                                                     message):
+    (tmp_path / "notes.png").write_bytes(content)
+    text = _fails(checkpoint=data["workdir"], image_dir=str(tmp_path),
+                  output_dir=str(tmp_path / "out"))
+    assert text.startswith(f"deeplab-vis: {tmp_path / 'notes.png'}: {message}")
+    assert "BytesIO" not in text
+    assert "--" not in text  # deeplab-vis has no flag that skips bad files

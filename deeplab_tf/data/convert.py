@@ -10,17 +10,16 @@ flag mistakes at once.
 import collections
 import concurrent.futures
 import dataclasses
-import io
 import os
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from absl import logging
 from PIL import Image
 
 from deeplab_tf.constants import IGNORE_LABEL
-from deeplab_tf.data import validation
+from deeplab_tf.data import image_io, validation
 
 _PROGRESS_SECONDS = 10.0
 
@@ -33,6 +32,7 @@ class Sample:
     image_path: str
     mask_path: str  # the file named in error messages
     read_mask: Callable[[], np.ndarray]  # -> uint8 class ids [H, W]; raises DataError
+    problem: Optional[str] = None  # found while listing: the sample is bad (DataError message)
 
 
 @dataclasses.dataclass
@@ -84,15 +84,15 @@ def _format_histogram(histogram, *, class_names, ignore_label):
 def encode_sample(sample, *, num_classes, ignore_label=IGNORE_LABEL, binary_check=True):
     """Reads and validates one sample -> (serialized tf.train.Example, label histogram [256])."""
     from deeplab_tf.data import tfrecord  # pylint: disable=import-outside-toplevel
+    if sample.problem:
+        raise validation.DataError(sample.problem)
     image, image_format, size = validation.read_image(sample.image_path)
     mask = sample.read_mask()
     validation.check_mask(mask, path=sample.mask_path, image_size=size, num_classes=num_classes,
                           ignore_label=ignore_label, binary_check=binary_check)
-    buffer = io.BytesIO()
-    Image.fromarray(mask).save(buffer, format="PNG")
     example = tfrecord.make_example(image=image, image_format=image_format,
-                                    label=buffer.getvalue(), filename=sample.name,
-                                    height=size[0], width=size[1])
+                                    label=image_io.encode_png(Image.fromarray(mask)),
+                                    filename=sample.name, height=size[0], width=size[1])
     return example.SerializeToString(), np.bincount(mask.ravel(), minlength=256)
 
 
@@ -111,53 +111,76 @@ def _ordered_results(fn, items, num_threads):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def convert_split(samples, *, output_dir, split, num_classes, num_shards,
-                  ignore_label=IGNORE_LABEL, skip_bad=False, binary_check=True, num_threads=None):
-    """Writes `samples` as `<output_dir>/<split>-*.tfrecord`; returns a `SplitSummary`.
-
-    A bad sample raises DataError (and no shard is left), unless `skip_bad`: then it is listed in
-    the summary and left out. Shards are capped at the number of samples so none is empty.
-    """
-    samples = list(samples)
-    if not samples:
-        raise validation.DataError(
-            f"split '{split}' has no images: check the split list / folder paths.")
-    from deeplab_tf.data import writer  # pylint: disable=import-outside-toplevel
-
-    num_shards = max(1, min(num_shards, len(samples)))
-    num_threads = num_threads or min(8, os.cpu_count() or 1)
+def _write_split(samples, out, *, split, num_classes, ignore_label, skip_bad, binary_check,
+                 num_threads):
+    """Encodes `samples` into the ShardedWriter `out`; returns (histogram, skipped)."""
     histogram = np.zeros(256, np.int64)
     skipped = []
     encode = lambda s: encode_sample(s, num_classes=num_classes, ignore_label=ignore_label,
                                      binary_check=binary_check)
     start = last_report = time.monotonic()
-    with writer.ShardedWriter(output_dir=output_dir, split=split, num_shards=num_shards) as out:
-        for done, (sample, future) in enumerate(_ordered_results(encode, samples, num_threads), 1):
-            try:
-                serialized, counts = future.result()
-            except validation.DataError as e:
-                if not skip_bad:
-                    raise
-                skipped.append((sample.name, str(e)))
-                logging.warning("skipping %s", e)
-            else:
-                out.write(serialized)
-                histogram += counts
-            now = time.monotonic()
-            if now - last_report > _PROGRESS_SECONDS or done == len(samples):
-                last_report = now
-                logging.info("%s: %d/%d images (%.0f%%), %.1f images/s", split, done,
-                             len(samples), 100.0 * done / len(samples), done / (now - start))
-        if out.num_records == 0:
+    for done, (sample, future) in enumerate(_ordered_results(encode, samples, num_threads), 1):
+        try:
+            serialized, counts = future.result()
+        except validation.DataError as e:
+            if not skip_bad:
+                raise validation.DataError(
+                    f"{e} (Or pass --skip_bad to leave such files out and list them.)") from None
+            skipped.append((sample.name, str(e)))
+            logging.warning("skipping %s", e)
+        else:
+            out.write(serialized)
+            histogram += counts
+        now = time.monotonic()
+        if now - last_report > _PROGRESS_SECONDS or done == len(samples):
+            last_report = now
+            logging.info("%s: %d/%d images (%.0f%%), %.1f images/s", split, done,
+                         len(samples), 100.0 * done / len(samples), done / (now - start))
+    if out.num_records == 0:
+        raise validation.DataError(
+            f"split '{split}': all {len(samples)} images were bad and skipped; nothing "
+            "written. Fix the files listed above.")
+    return histogram, skipped
+
+
+def convert_splits(samples_by_split, *, output_dir, num_classes, num_shards,
+                   ignore_label=IGNORE_LABEL, skip_bad=False, binary_check=True, num_threads=None):
+    """Writes each split's samples as `<output_dir>/<split>-*.tfrecord`; returns a
+    `ConversionSummary`.
+
+    All or nothing: every split is written under `<output_dir>/.incomplete/` and the shards move
+    into `output_dir` only once all splits are complete, so a bad sample in any split (a
+    DataError) leaves `output_dir` as it was. With `skip_bad` a bad sample is listed in the
+    summary and left out instead. Shards are capped at the number of samples so none is empty.
+    """
+    samples_by_split = {split: list(samples) for split, samples in samples_by_split.items()}
+    for split, samples in samples_by_split.items():
+        if not samples:
             raise validation.DataError(
-                f"split '{split}': all {len(samples)} images were bad and skipped; nothing "
-                "written. Fix the files listed above.")
-    return SplitSummary(split=split, records=out.num_records, shards=out.paths,
-                        histogram=histogram, skipped=skipped)
+                f"split '{split}' has no images: check the split list / folder paths.")
+    from deeplab_tf.data import writer  # pylint: disable=import-outside-toplevel
+
+    num_threads = num_threads or min(8, os.cpu_count() or 1)
+    staged, summaries = [], {}
+    try:
+        for split, samples in samples_by_split.items():
+            out = writer.ShardedWriter(output_dir=output_dir, split=split,
+                                       num_shards=max(1, min(num_shards, len(samples))))
+            with out:
+                histogram, skipped = _write_split(
+                    samples, out, split=split, num_classes=num_classes, ignore_label=ignore_label,
+                    skip_bad=skip_bad, binary_check=binary_check, num_threads=num_threads)
+            staged.append(out)
+            summaries[split] = SplitSummary(split=split, records=out.num_records, shards=out.paths,
+                                            histogram=histogram, skipped=skipped)
+        for out in staged:
+            out.commit()
+    finally:
+        for out in staged:  # after commit() this only tidies up
+            out.discard()
+    return ConversionSummary(splits=summaries)
 
 
-def convert_splits(samples_by_split, **kwargs):
-    """`convert_split` for each split in turn; returns a `ConversionSummary`."""
-    return ConversionSummary(splits={
-        split: convert_split(samples, split=split, **kwargs)
-        for split, samples in samples_by_split.items()})
+def convert_split(samples, *, split, **kwargs):
+    """`convert_splits` for one split; returns its `SplitSummary`."""
+    return convert_splits({split: samples}, **kwargs).splits[split]

@@ -4,20 +4,18 @@ Every problem is a `DataError` whose message names the file, what is wrong and h
 converter can stop with one clear line (or, with skip_bad, list the file and go on).
 """
 
-import io
+import os
 
 import numpy as np
-from PIL import Image
+
+from deeplab_tf.data import image_io
+from deeplab_tf.data.errors import DataError
 
 # Formats TensorFlow decodes itself; anything else is re-encoded as PNG when converting.
 _TF_FORMATS = {"JPEG": "jpeg", "PNG": "png"}
 # Pixel modes tf.io.decode_image(channels=3) turns into the right RGB image.
 _TF_MODES = {"RGB", "L", "RGBA", "LA", "P"}
 _SHOWN_VALUES = 10
-
-
-class DataError(ValueError):
-    """A problem with the user's data (not a bug): the message says which file and what to do."""
 
 
 def _values(values):
@@ -30,27 +28,30 @@ def read_image(path):
     """Returns (encoded bytes, format "jpeg"|"png", (height, width)) after a full decode.
 
     The full decode catches truncated or corrupt files here rather than in the middle of training.
-    Formats or pixel modes TensorFlow would misread (BMP, TIFF, CMYK, 16-bit) are re-encoded as
-    8-bit RGB PNG.
+    The original bytes are kept when TensorFlow decodes them to what a viewer shows; otherwise
+    (BMP, TIFF, CMYK, 16-bit greyscale, or an EXIF orientation other than upright, which
+    TensorFlow ignores) the upright image is re-encoded as 8-bit RGB PNG (see `image_io.to_rgb`).
+    The size is the upright one.
     """
-    try:
-        with open(path, "rb") as f:
-            encoded = f.read()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the image ({e.strerror}); check the path.") from None
-    try:
-        with Image.open(io.BytesIO(encoded)) as image:
-            image.load()
-            image_format = _TF_FORMATS.get(image.format)
-            if image_format is None or image.mode not in _TF_MODES:
-                buffer = io.BytesIO()
-                image.convert("RGB").save(buffer, format="PNG")
-                encoded, image_format = buffer.getvalue(), "png"
-            return encoded, image_format, (image.height, image.width)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(
-            f"{path}: cannot decode the image ({e}); the file is corrupt or truncated: "
-            "re-export it, or remove it from the split (or pass --skip_bad).") from None
+    loaded = image_io.load_image(path)
+    image = loaded.image
+    image_format = _TF_FORMATS.get(loaded.format)
+    if image_format is None or image.mode not in _TF_MODES or loaded.transposed:
+        return image_io.encode_png(image_io.to_rgb(image, path=path)), "png", (image.height,
+                                                                                image.width)
+    return loaded.encoded, image_format, (image.height, image.width)
+
+
+def read_mask_image(path):
+    """The upright PIL image of mask file `path` (see `image_io.load_image`).
+
+    Raises:
+        DataError: the mask is missing or cannot be decoded.
+    """
+    if not os.path.exists(path):
+        raise DataError(f"{path}: mask file not found; every image in a split needs a mask "
+                        "with the same name.")
+    return image_io.load_image(path).image
 
 
 def read_index_mask(path):
@@ -62,17 +63,9 @@ def read_index_mask(path):
     if path.lower().endswith((".jpg", ".jpeg")):
         raise DataError(f"{path}: masks must be lossless: JPEG compression changes class ids at "
                         "object borders; save the mask as PNG.")
-    try:
-        with Image.open(path) as mask:
-            mask.load()
-            mode = mask.mode
-            array = np.asarray(mask)
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found; every image in a split needs a mask "
-                        "with the same name (or pass --skip_bad).") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode the mask ({e}); the file is corrupt: "
-                        "re-export it as PNG.") from None
+    mask = read_mask_image(path)
+    mode = mask.mode
+    array = np.asarray(mask)
     if mode in ("RGB", "RGBA"):
         rgb = array[..., :3]
         if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):

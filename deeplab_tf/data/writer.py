@@ -4,8 +4,8 @@ import os
 
 import tensorflow as tf
 
-# Shards are written in <output_dir>/.incomplete/<split>/ and moved out only when the split is
-# complete. A glob for one folder level (`<output_dir>/train-*`) never reaches inside it, so even a
+# Shards are written in <output_dir>/.incomplete/<split>/ and moved out only when every split of
+# the run is complete. A glob for one folder level (`<output_dir>/train-*`) never reaches inside it, so even a
 # killed conversion leaves nothing a pipeline would read.
 INCOMPLETE_DIR = ".incomplete"
 
@@ -26,14 +26,16 @@ def incomplete_dir(output_dir, split):
 
 
 class ShardedWriter:
-    """Writes one split round-robin into `num_shards` files, atomically.
+    """Writes one split round-robin into `num_shards` files, staged until `commit`.
 
-    Shards are written into `incomplete_dir(...)` and renamed to their final names only when the
-    `with` block exits normally; shards of an earlier conversion of the same split are then
-    replaced. On an error the temporaries are removed; if the process is killed they stay in the
-    hidden folder (removed by the next run), out of reach of the split's glob. Shards that stayed
-    empty (fewer records than shards) are dropped: no input pipeline gets an empty file. `paths`
-    lists the final shards.
+    Shards are written into `incomplete_dir(...)`. When the `with` block exits normally `paths`
+    lists where `commit` will put them (shards that stayed empty, with fewer records than shards,
+    are dropped: no input pipeline gets an empty file); on an error they are removed. `commit`
+    moves them into `output_dir`, replacing the split's shards of an earlier conversion;
+    `discard` removes an uncommitted split. If the process is killed the staged files stay in the
+    hidden folder (removed by the next run of the split), out of reach of the split's glob.
+    Committing several writers one after the other makes a run of several splits all-or-nothing,
+    up to the renames themselves.
     """
 
     def __init__(self, *, output_dir, split, num_shards):
@@ -65,20 +67,28 @@ class ShardedWriter:
     def __exit__(self, exc_type, exc, tb):
         for writer in self._writers:
             writer.close()
-        try:
-            num_used = 0 if exc_type else min(self.num_records, self._num_shards)
-            if num_used:
-                self.paths = [shard_path(self._output_dir, self._split, i, num_used)
-                              for i in range(num_used)]
-                for i, path in enumerate(self.paths):
-                    tf.io.gfile.rename(self._temporary(i, self._num_shards), path, overwrite=True)
-                for stale in tf.io.gfile.glob(split_pattern(self._output_dir, self._split)):
-                    if stale not in self.paths:
-                        tf.io.gfile.remove(stale)
-        finally:
-            tf.io.gfile.rmtree(self._temporary_dir)
-            try:  # the shared parent, unless another split is being written into it
-                os.rmdir(os.path.dirname(self._temporary_dir))
-            except OSError:
-                pass
+        num_used = 0 if exc_type else min(self.num_records, self._num_shards)
+        if not num_used:
+            self.discard()
+            return False
+        self.paths = [shard_path(self._output_dir, self._split, i, num_used)
+                      for i in range(num_used)]
         return False
+
+    def commit(self):
+        """Moves the staged shards to `paths`, then removes the split's other (stale) shards."""
+        for i, path in enumerate(self.paths):
+            tf.io.gfile.rename(self._temporary(i, self._num_shards), path, overwrite=True)
+        for stale in tf.io.gfile.glob(split_pattern(self._output_dir, self._split)):
+            if stale not in self.paths:
+                tf.io.gfile.remove(stale)
+        self.discard()
+
+    def discard(self):
+        """Removes what is left of the split's staging folder (all of it, unless committed)."""
+        if tf.io.gfile.exists(self._temporary_dir):
+            tf.io.gfile.rmtree(self._temporary_dir)
+        try:  # the shared parent, unless another split is being written into it
+            os.rmdir(os.path.dirname(self._temporary_dir))
+        except OSError:
+            pass

@@ -9,7 +9,8 @@ import os
 import numpy as np
 
 from deeplab_tf import visualization
-from deeplab_tf.data import eval_dataset
+from deeplab_tf.data import eval_dataset, image_io
+from deeplab_tf.data.errors import DataError
 from deeplab_tf.data.tfrecord import decode_image
 from deeplab_tf.data.validation import read_image
 from deeplab_tf.evaluation.evaluator import count_examples, make_predict_fn
@@ -22,8 +23,8 @@ def image_files(image_dir):
 
     Raises:
         FileNotFoundError: `image_dir` is not a folder.
-        ValueError: it holds no image, or two images would write the same PNG (same name, other
-            extension).
+        ValueError: it holds no image.
+        DataError: two images would write the same PNG (same name, other extension).
     """
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"{image_dir} is not a folder; give a folder of images.")
@@ -33,18 +34,16 @@ def image_files(image_dir):
         if name.lower().endswith(IMAGE_EXTENSIONS))
     if not paths:
         raise ValueError(f"{image_dir} holds no image ({', '.join(IMAGE_EXTENSIONS)}).")
-    stems = {}
-    for path in paths:
-        other = stems.setdefault(os.path.splitext(path)[0], path)
-        if other != path:
-            raise ValueError(f"{os.path.join(image_dir, other)} and {path} would both be written "
-                             f"as {os.path.splitext(path)[0]}.png: rename one of them.")
+    for stem, group in image_io.group_by_stem(paths).items():
+        if len(group) > 1:  # both would be written as <stem>.png
+            raise DataError(image_io.same_stem_message([os.path.join(image_dir, p) for p in group]))
     return paths
 
 
 def read_rgb_image(path):
-    """An image file as uint8 RGB [H, W, 3], as training reads images: greyscale is replicated,
-    alpha dropped, palettes looked up; other modes (CMYK, 16-bit) are converted by Pillow.
+    """An image file as uint8 RGB [H, W, 3], as training reads images: upright by its EXIF
+    orientation, greyscale replicated, alpha dropped, palettes looked up, 16-bit scaled to 8 bits
+    (through the converter's `read_image`, so exactly what a converted record holds).
 
     Raises:
         data.DataError: the file cannot be read or decoded (the message names it).

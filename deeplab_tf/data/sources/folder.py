@@ -9,11 +9,10 @@ import functools
 import os
 
 import numpy as np
-from PIL import Image
 
 from deeplab_tf import visualization
-from deeplab_tf.data import convert
-from deeplab_tf.data.validation import DataError, read_index_mask
+from deeplab_tf.data import convert, image_io
+from deeplab_tf.data.validation import DataError, read_index_mask, read_mask_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_FORMATS = ("index", "rgb")
@@ -45,14 +44,7 @@ def read_color_mask(path, *, palette, ignore_color=None, ignore_label=255):
 
     `ignore_color` becomes `ignore_label`; a colour outside the palette is a DataError.
     """
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found; every image needs a mask with the same "
-                        "name (or pass --skip_bad).") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot decode the mask ({e}); re-export it as PNG.") from None
+    rgb = np.asarray(read_mask_image(path).convert("RGB"))
     index_of = {}
     for i, color in enumerate(palette):
         index_of.setdefault(int(_codes(color)), i)
@@ -80,11 +72,17 @@ def _remapped(read_mask, value_map):
 
 def folder_samples(image_dir, mask_dir, *, read_mask=read_index_mask, mask_suffix="",
                    split_file=None):
-    """Samples pairing every image in `image_dir` (or each name in `split_file`) with its mask."""
+    """Samples pairing every image in `image_dir` (or each name in `split_file`) with its mask.
+
+    Images that differ only by extension (a.jpg, a.png) cannot be told apart by name: their sample
+    is bad (conversion stops naming both files, or skips and lists them with skip_bad).
+    """
     if not os.path.isdir(image_dir):
         raise DataError(f"{image_dir}: image folder not found; check --image_dir.")
-    images = {os.path.splitext(f)[0]: f for f in sorted(os.listdir(image_dir))
-              if f.lower().endswith(IMAGE_EXTENSIONS)}
+    images = image_io.group_by_stem(
+        os.path.join(image_dir, f) for f in os.listdir(image_dir)
+        if f.lower().endswith(IMAGE_EXTENSIONS))
+    images = {os.path.basename(stem): paths for stem, paths in images.items()}
     if split_file:
         try:
             with open(split_file, encoding="utf-8") as f:
@@ -100,9 +98,11 @@ def folder_samples(image_dir, mask_dir, *, read_mask=read_index_mask, mask_suffi
     samples = []
     for name in names:
         mask_path = os.path.join(mask_dir, name + mask_suffix + ".png")
-        samples.append(convert.Sample(name=name, image_path=os.path.join(image_dir, images[name]),
-                                      mask_path=mask_path,
-                                      read_mask=functools.partial(read_mask, mask_path)))
+        paths = images[name]
+        samples.append(convert.Sample(
+            name=name, image_path=paths[0], mask_path=mask_path,
+            read_mask=functools.partial(read_mask, mask_path),
+            problem=image_io.same_stem_message(paths) if len(paths) > 1 else None))
     return samples
 
 
