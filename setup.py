@@ -32,7 +32,8 @@ setuptools.setup(
     ],
     extras_require={
         # tensorflow-serving-api: the gRPC request protos the export tests (and docs/export.md) use.
-        "test": ["pytest>=7", "pytest-timeout", "tensorflow-serving-api>=2.21,<2.22"],
+        # tf-slim: TF-slim's own resnet_v1, the reference our backbone and checkpoint mapping are tested against.
+        "test": ["pytest>=7", "pytest-timeout", "tensorflow-serving-api>=2.21,<2.22", "tf-slim==1.1.0"],
     },
     entry_points={
         "console_scripts": [

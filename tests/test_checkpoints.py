@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from deeplab_tf.modeling import DeepLabV3
 from deeplab_tf.modeling.checkpoints import load_slim_backbone
+from deeplab_tf.training.trainer import initialize_from
 
 
 def _slim_resnet50_variables(scope, beta):
@@ -49,7 +50,8 @@ def _write_slim_checkpoint(path, shapes, seed=0):
         saver = tf.compat.v1.train.Saver(var_list=variables)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            saver.save(session, path, write_meta_graph=False)
+            # No `checkpoint` state file: the model zoo's tarballs ship none.
+            saver.save(session, path, write_meta_graph=False, write_state=False)
     return values
 
 
@@ -100,3 +102,16 @@ def test_wrong_checkpoints_are_clear_errors(tmp_path):
     beta = DeepLabV3(num_classes=21, backbone="resnet_v1_50_beta")
     with pytest.raises(ValueError, match="shape"):
         load_slim_backbone(beta.backbone, str(tmp_path / "r50.ckpt"))
+
+
+def test_init_checkpoint_folder_with_a_lone_slim_checkpoint(tmp_path):
+    """config.train.init_checkpoint may name the folder a model-zoo tarball unpacks to (no `checkpoint` file)."""
+    folder = tmp_path / "resnet_v1_50_2016_08_28"
+    folder.mkdir()
+    values = _write_slim_checkpoint(str(folder / "resnet_v1_50.ckpt"), _slim_resnet50_variables("resnet_v1_50", False))
+    assert not (folder / "checkpoint").exists()
+    model = DeepLabV3(num_classes=21, backbone="resnet_v1_50")
+    summary = initialize_from(model, str(folder))
+    assert summary.startswith(f"Loaded {len(model.backbone.weights)} variables from {folder / 'resnet_v1_50.ckpt'}.")
+    np.testing.assert_array_equal(model.backbone.get_layer("conv1").conv.kernel.numpy(),
+                                  values["resnet_v1_50/conv1/weights"])

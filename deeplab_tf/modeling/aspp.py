@@ -7,6 +7,9 @@ from deeplab_tf.modeling.layers import ConvBN
 
 # ASPP rates of the paper at output stride 16; they scale with 16 / output_stride.
 RATES_AT_OUTPUT_STRIDE_16 = (6, 12, 18)
+# The paper does not say; the original release builds ASPP with TF-slim's conv2d and no initializer in its
+# arg scope, so slim's default (Xavier/Glorot uniform) initialises every ASPP convolution.
+KERNEL_INITIALIZER = "glorot_uniform"
 
 
 def default_atrous_rates(output_stride, rates_at_16=RATES_AT_OUTPUT_STRIDE_16):
@@ -51,13 +54,12 @@ class ASPP(keras.layers.Layer):
         self._conv_kwargs = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
                                  weight_decay=weight_decay, fine_tune_batch_norm=fine_tune_batch_norm,
                                  fold_batch_norm=fold_batch_norm)
+        conv_kwargs = dict(self._conv_kwargs, kernel_initializer=KERNEL_INITIALIZER)
         # One attribute per branch: TF checkpoints track attributes, not Keras' tracked lists.
         for i, rate in enumerate((1,) + self.atrous_rates):
-            setattr(self, f"aspp{i}", ConvBN(filters, 1 if i == 0 else 3, rate=rate, name=f"aspp{i}",
-                                             **self._conv_kwargs))
-        self.pooling_conv = (
-            ConvBN(filters, 1, name="image_pooling", **self._conv_kwargs) if image_pooling else None)
-        self.projection = ConvBN(filters, 1, name="projection", **self._conv_kwargs)
+            setattr(self, f"aspp{i}", ConvBN(filters, 1 if i == 0 else 3, rate=rate, name=f"aspp{i}", **conv_kwargs))
+        self.pooling_conv = ConvBN(filters, 1, name="image_pooling", **conv_kwargs) if image_pooling else None
+        self.projection = ConvBN(filters, 1, name="projection", **conv_kwargs)
         self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
 
     @property

@@ -69,8 +69,12 @@ def _find_scope(names, backbone_name):
         f"{', '.join(sorted(scopes)[:10])}); is it a TF-slim {backbone_name} checkpoint?")
 
 
-def _resolve(checkpoint_path):
-    """A checkpoint prefix from a prefix or a directory (with a `checkpoint` file, or one checkpoint)."""
+def checkpoint_prefix(checkpoint_path):
+    """A checkpoint prefix from a prefix or a directory (with a `checkpoint` file, or one lone checkpoint).
+
+    Raises:
+        FileNotFoundError: the directory holds no checkpoint, or several and no `checkpoint` file.
+    """
     if not os.path.isdir(checkpoint_path):
         return checkpoint_path
     latest = tf.train.latest_checkpoint(checkpoint_path)
@@ -100,7 +104,7 @@ def load_slim_backbone(backbone, checkpoint_path, *, scope=None):
         FileNotFoundError: no checkpoint at the path.
         ValueError: the checkpoint is not one of this backbone, or a variable's shape differs.
     """
-    path = _resolve(checkpoint_path)
+    path = checkpoint_prefix(checkpoint_path)
     try:
         reader = tf.train.load_checkpoint(path)
     except (tf.errors.NotFoundError, ValueError) as error:

@@ -66,7 +66,8 @@ class DeepLabV3(keras.Model):
             features = ASPP(resolved_rates, filters=aspp_filters, image_pooling=image_pooling,
                             dropout_rate=dropout_rate, weight_decay=weight_decay, name="aspp",
                             **bn_kwargs)(features)
-        # Logits and the upsampled output stay float32 under mixed precision.
+        # Logits and the upsampled output stay float32 under mixed precision. The paper does not give the
+        # initialisers; the release's: truncated normal (stddev 0.01) kernel, zero bias (AtrousConv2D's).
         logits = AtrousConv2D(
             num_classes, 1, use_bias=True, name="logits", dtype="float32",
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),

@@ -191,11 +191,13 @@ class ConvBN(keras.layers.Layer):
             and beta still train, as the original release's `fine_tune_batch_norm=False` did.
         fold_batch_norm: inference only: no batch norm, a convolution with bias that holds it folded
             (see `deeplab_tf.modeling.folding.fold_batch_norm`).
+        kernel_initializer: of the convolution (he_normal as TF-slim's ResNet arg scope; the ASPP head
+            passes glorot_uniform, slim's conv2d default the original release left it at).
     """
 
     def __init__(self, filters, kernel_size, *, strides=1, rate=1, activation=True, bn_momentum=0.9997,
                  bn_epsilon=1e-5, sync_bn=False, weight_decay=0.0, fine_tune_batch_norm=True,
-                 fold_batch_norm=False, **kwargs):
+                 fold_batch_norm=False, kernel_initializer="he_normal", **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
@@ -210,6 +212,7 @@ class ConvBN(keras.layers.Layer):
         self.fold_batch_norm = fold_batch_norm
         self.conv = AtrousConv2D(
             filters, kernel_size, strides=strides, rate=rate, use_bias=fold_batch_norm, name="conv",
+            kernel_initializer=kernel_initializer,
             kernel_regularizer=keras.regularizers.L2(weight_decay / 2) if weight_decay else None,
         )
         self.bn = None if fold_batch_norm else keras.layers.BatchNormalization(
@@ -265,6 +268,7 @@ class ConvBN(keras.layers.Layer):
             activation=self.activation, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
             sync_bn=self.sync_bn, weight_decay=self.weight_decay, fine_tune_batch_norm=self.fine_tune_batch_norm,
             fold_batch_norm=self.fold_batch_norm,
+            kernel_initializer=keras.initializers.serialize(self.conv.kernel_initializer),
         )
         return config
 

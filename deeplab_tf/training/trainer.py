@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from deeplab_tf import data, visualization, workdir as workdir_lib
 from deeplab_tf.modeling import DeepLabV3
-from deeplab_tf.modeling.checkpoints import load_slim_backbone
+from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbone
 from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.config import check_config
 from deeplab_tf.training.schedules import PolyLearningRate
@@ -48,10 +48,11 @@ def build_model(config):
 
 
 def _is_slim_checkpoint(path):
-    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+    """A TF-slim ImageNet checkpoint: a prefix, or a folder holding one (a model-zoo tarball unpacks to a lone
+    `resnet_v1_101.ckpt` with no `checkpoint` file) rather than a deeplab-train workdir."""
     try:
-        names = [name for name, _ in tf.train.list_variables(prefix or path)]
-    except (tf.errors.NotFoundError, ValueError):
+        names = [name for name, _ in tf.train.list_variables(checkpoint_prefix(path))]
+    except (FileNotFoundError, tf.errors.NotFoundError, ValueError):
         return False
     return any(name.startswith("resnet_v1") for name in names)
 
