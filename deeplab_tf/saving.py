@@ -3,7 +3,12 @@
 import keras
 
 from deeplab_tf import workdir as workdir_lib
+# mean_iou, keras_losses and schedules are imported for their Keras registration: `import deeplab_tf`
+# loads nothing, and the .keras file of a compiled model names their classes.
+from deeplab_tf.evaluation import mean_iou  # noqa: F401
 from deeplab_tf.modeling import folding
+from deeplab_tf.modeling.deeplab import DeepLabV3
+from deeplab_tf.training import keras_losses, schedules  # noqa: F401
 
 
 def load_model(path, *, output_stride=None, precision="float32", fold_batch_norm=True):
@@ -33,6 +38,9 @@ def load_model(path, *, output_stride=None, precision="float32", fold_batch_norm
             raise ValueError(f"{path} is a .keras file: it loads as it was saved, without output_stride or "
                              f"precision; load the training workdir to change them.")
         model = keras.saving.load_model(path)
+        if not isinstance(model, DeepLabV3):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not a deeplab_tf DeepLabV3: load it with "
+                             f"keras.saving.load_model.")
         return folding.fold_batch_norm(model) if fold_batch_norm else model
     model, _, _ = workdir_lib.load_model(path, output_stride=output_stride, precision=precision,
                                          fold_batch_norm=fold_batch_norm)
