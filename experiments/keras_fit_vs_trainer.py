@@ -17,7 +17,6 @@ import os
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import app, flags
 from tensorflow.core.util import event_pb2

@@ -100,10 +100,11 @@ def test_load_model_reads_a_compiled_keras_file_in_a_fresh_process(fitted, tmp_p
     model, _ = fitted
     path = str(tmp_path / "model.keras")
     model.save(path)
-    np.save(tmp_path / "expected.npy", model(ODD_IMAGE, training=False))
+    expected = str(tmp_path / "expected.npy")
+    np.save(expected, model(ODD_IMAGE, training=False))
     code = (f"import numpy as np, deeplab_tf; model = deeplab_tf.load_model({path!r}, fold_batch_norm=False); "
             f"image = np.random.default_rng(7).uniform(0, 255, (1, 37, 45, 3)).astype(np.float32); "
-            f"np.testing.assert_array_equal(model(image, training=False), np.load({str(tmp_path / 'expected.npy')!r})); "
+            f"np.testing.assert_array_equal(model(image, training=False), np.load({expected!r})); "
             f"print(type(model.loss).__name__, model.optimizer.get_config()['learning_rate']['class_name'])")
     result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
