@@ -1,8 +1,47 @@
-"""DeepLabv3 ("Rethinking Atrous Convolution for Semantic Image Segmentation") in Keras 3."""
+"""DeepLabv3 ("Rethinking Atrous Convolution for Semantic Image Segmentation") in Keras 3.
 
+The public API (docs/api.md): build or load a model, train it with Keras' `compile`/`fit`, predict,
+evaluate. Names load their module on first use, so `import deeplab_tf` stays cheap (no TensorFlow)
+for the command-line tools that only need to parse flags.
+
+Example:
+    >>> import deeplab_tf
+    >>> model = deeplab_tf.load_model("runs/voc_os16")
+    >>> labels = deeplab_tf.predict(model, images)
+"""
+
+import importlib
 import os
 
 # TensorFlow's C++ start-up logging drowns the messages users need; callers may override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "DeepLabV3": "modeling.deeplab",
+    "load_model": "saving",
+    "fold_batch_norm": "modeling.folding",
+    "SegmentationLoss": "training.keras_losses",
+    "MeanIoU": "evaluation.mean_iou",
+    "PolyLearningRate": "training.schedules",
+    "train_dataset": "data.pipeline",
+    "eval_dataset": "data.pipeline",
+    "image_label_pairs": "data.keras_inputs",
+    "predict": "evaluation.inference",
+    "evaluate": "evaluation.evaluator",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -118,3 +118,41 @@ def test_table_and_json():
     parsed = json.loads(metrics.metrics_to_json(result))
     assert parsed["mean_iou"] == pytest.approx(result["mean_iou"])
     assert [c["name"] for c in parsed["per_class"]] == ["background", "cat", "person"]
+
+
+# --- the Keras metric --------------------------------------------------------------------------------
+
+def test_keras_mean_iou_streams_the_split_confusion_like_deeplab_eval():
+    """Over several batches (one with a class absent from labels and predictions), `MeanIoU` equals
+    `segmentation_metrics` of the summed numpy confusion matrix, ignore label and absent class included."""
+    from deeplab_tf import MeanIoU
+
+    metric = MeanIoU(num_classes=NUM_CLASSES + 1)  # class 5 never occurs: undefined, left out
+    update = tf.function(metric.update_state, reduce_retracing=True)
+    confusion = np.zeros((NUM_CLASSES + 1,) * 2, np.int64)
+    for seed, shape in ((0, (2, 33, 33)), (1, (1, 21, 17))):
+        labels, predictions = random_maps(seed, shape=shape)
+        logits = np.eye(NUM_CLASSES + 1, dtype=np.float32)[predictions]  # argmax = predictions
+        update(labels[..., np.newaxis], logits)  # Keras' [B, H, W, 1] label layout
+        confusion += numpy_confusion(labels, predictions, NUM_CLASSES + 1)
+    expected = metrics.segmentation_metrics(confusion)["mean_iou"]
+    assert expected == pytest.approx(numpy_scores(confusion)["mean_iou"], rel=1e-12)
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_array_equal(metric.confusion.numpy(), confusion)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+
+
+def test_keras_mean_iou_resizes_smaller_logits_to_the_labels():
+    from deeplab_tf import MeanIoU
+    from deeplab_tf.modeling.layers import resize_bilinear
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (1, 9, 9)).astype(np.int32)
+    logits = rng.normal(size=(1, 3, 3, 3)).astype(np.float32)
+    metric = MeanIoU(num_classes=3)
+    metric.update_state(labels, logits)
+    predictions = np.argmax(resize_bilinear(logits, [9, 9]).numpy(), -1)
+    np.testing.assert_array_equal(metric.confusion.numpy(), numpy_confusion(labels, predictions, 3))
+    with pytest.raises(ValueError, match="sample weights"):
+        metric.update_state(labels, logits, sample_weight=np.ones((1, 9, 9)))

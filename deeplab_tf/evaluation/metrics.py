@@ -106,6 +106,18 @@ def segmentation_metrics(confusion, *, class_names=None):
     }
 
 
+def mean_iou(confusion):
+    """`segmentation_metrics(confusion)["mean_iou"]` as a float64 TensorFlow scalar, same rule for
+    absent classes, computable inside `tf.function` (the Keras `MeanIoU` metric's result); 0 for an
+    empty matrix instead of an error, since Keras reads results before the first update."""
+    confusion = tf.cast(confusion, tf.float64)
+    true_positives = tf.linalg.diag_part(confusion)
+    union = tf.reduce_sum(confusion, axis=0) + tf.reduce_sum(confusion, axis=1) - true_positives
+    defined = tf.cast(union > 0, tf.float64)
+    return tf.math.divide_no_nan(tf.reduce_sum(tf.math.divide_no_nan(true_positives, union)),
+                                 tf.reduce_sum(defined))
+
+
 def format_metrics_table(metrics):
     """A per-class table (IoU, accuracy, ground-truth pixels) and the summary scores, in percent."""
 

@@ -30,18 +30,20 @@ def pixel_cross_entropy(labels, logits, *, ignore_label=IGNORE_LABEL):
 
 
 def segmentation_loss_terms(labels, logits, *, ignore_label=IGNORE_LABEL, top_k_percent_pixels=1.0):
-    """(sum of the kept pixel losses, number of kept pixels) for one replica's batch.
+    """(sum of the kept pixel losses, number of pixels it averages over) for one replica's batch.
 
-    The caller divides by the number of kept pixels of the *global* batch, so the loss is the mean over
-    every valid pixel whatever the number of replicas. With `top_k_percent_pixels` < 1 only the
-    hardest fraction of valid pixels is kept (online hard example mining over the batch).
+    The caller divides by the count of the *global* batch, so the loss is the mean over every valid
+    pixel whatever the number of replicas. With `top_k_percent_pixels` < 1 only the hardest pixels are
+    kept (online hard example mining over the batch), normalised as the original release does
+    (research/deeplab/utils/train_utils.py): k = int(fraction x all pixels of the batch, ignored ones
+    included, whose loss is 0), and the sum of the k largest losses is divided by the number of non-zero
+    losses among them, so ignored pixels never count even when fewer than k pixels are valid.
     """
     if not 0.0 < top_k_percent_pixels <= 1.0:
         raise ValueError(f"top_k_percent_pixels must be in (0, 1], got {top_k_percent_pixels}.")
     losses, weights = pixel_cross_entropy(labels, logits, ignore_label=ignore_label)
     if top_k_percent_pixels == 1.0:
         return tf.reduce_sum(losses), tf.reduce_sum(weights)
-    num_valid = tf.reduce_sum(weights)
-    k = tf.cast(tf.math.ceil(num_valid * top_k_percent_pixels), tf.int32)
+    k = tf.cast(top_k_percent_pixels * tf.cast(tf.size(losses), tf.float32), tf.int32)  # truncates like int()
     hardest, _ = tf.math.top_k(losses, k=k, sorted=False)
-    return tf.reduce_sum(hardest), tf.cast(k, tf.float32)
+    return tf.reduce_sum(hardest), tf.reduce_sum(tf.cast(hardest != 0.0, tf.float32))

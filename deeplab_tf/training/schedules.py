@@ -18,6 +18,11 @@ class PolyLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         power: 0.9 in the paper.
         end_learning_rate: value reached at `decay_steps` (0).
         warmup_steps, warmup_learning_rate: optional slow start.
+
+    Example:
+        >>> schedule = PolyLearningRate(0.007, 30000, power=0.9)
+        >>> float(schedule(15000))  # 0.007 * 0.5 ** 0.9 = 0.00375
+        >>> optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
     """
 
     def __init__(self, base_learning_rate, decay_steps, *, power=0.9, end_learning_rate=0.0, warmup_steps=0,
