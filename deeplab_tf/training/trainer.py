@@ -157,7 +157,17 @@ def _write_run_config(config, workdir, extra):
         f.write(json.dumps({"config": json.loads(config.to_json_best_effort()), **(extra or {})}, indent=2))
 
 
-def train(config, workdir, *, strategy=None, run_info=None, log=print):
+def _is_chief(strategy):
+    """False only for the tasks of a multi-worker cluster other than its chief (worker 0 without a chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().jobs or resolver.task_type is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+
+
+def train(config, workdir, *, strategy=None, run_info=None, log=print, break_lock=False):
     """Trains DeepLabV3 as `config` says, checkpointing into `workdir`; returns a small summary dict.
 
     Args:
@@ -166,9 +176,20 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
         strategy: a tf.distribute strategy; by default built from `config.train.strategy`.
         run_info: extra JSON-able facts to store with the config (e.g. the command-line flags).
         log: where progress lines go.
+        break_lock: take the workdir's lock even if its holder looks alive (see `workdir.TrainerLock`).
+
+    Raises:
+        workdir.WorkdirError: another live trainer holds the workdir, or a checkpoint could not be written.
     """
     strategy = strategy or make_strategy(config.train.strategy, tpu=config.train.tpu)
     check_config(config, num_replicas=strategy.num_replicas_in_sync)
+    if not _is_chief(strategy):
+        return _train(config, workdir, strategy, run_info=run_info, log=log)
+    with workdir_lib.TrainerLock(workdir, break_lock=break_lock, log=log):
+        return _train(config, workdir, strategy, run_info=run_info, log=log)
+
+
+def _train(config, workdir, strategy, *, run_info, log):
     log(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) in sync.")
     train_cfg = config.train
     info = data.get_dataset_info(config.dataset.name)
