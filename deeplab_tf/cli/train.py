@@ -87,7 +87,8 @@ def _unknown_override(error, argv):
     path = flag[2:].split(".")
     section = ".".join(path[:path.index(name, 1)])
     closest = re.search(r'Did you mean "(\w+)"', text)
-    hint = f"; did you mean --{section}.{closest.group(1)}?" if closest else f": see the fields of {section} in the config."
+    hint = (f"; did you mean --{section}.{closest.group(1)}?" if closest
+            else f": see the fields of {section} in the config file.")
     return f"{flag}: {section} has no field {name!r}{hint}"
 
 
