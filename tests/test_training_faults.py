@@ -4,6 +4,7 @@ config override, a full disk while checkpointing."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -181,8 +182,10 @@ def test_a_truncated_shard_is_named_in_one_line(tfrecords, tmp_path):
     assert result.returncode == 1
     lines = _error_lines(result.stderr)
     assert len(lines) == 1, result.stderr[-3000:]
-    assert lines[0].startswith(f"deeplab-train: {shards[1]}: unreadable after record ")
-    assert "truncated" in lines[0] and lines[0].endswith("copy or convert it again.")
+    assert re.match(rf"deeplab-train: {re.escape(shards[1])}: record \d+ cannot be read \(.*truncated record",
+                    lines[0]), lines[0]
+    assert lines[0].endswith("the shard is truncated or corrupt (a copy or conversion that did not finish): copy or "
+                             "convert it again.")
 
 
 def test_a_glob_matching_folders_skips_them(tfrecords, tmp_path):

@@ -40,7 +40,7 @@ def _record_fault(serialized, *, num_classes, ignore_label):
     try:
         filename, image_size, label_size, values = (t.numpy() for t in _decoded(serialized))
     except tf.errors.OpError as error:
-        return f"cannot be decoded ({op_error_summary(error)})", None
+        return f"cannot be decoded ({op_error_summary(error)}): convert the dataset again", None
     name = filename.decode("utf-8", "replace")
     bad = sorted(int(v) for v in values if v >= num_classes and v != ignore_label)
     if bad:
@@ -64,11 +64,12 @@ def find_faulty_record(file_pattern, *, num_classes, ignore_label):
     for path in list_files(file_pattern):
         index = 0
         try:
-            for index, serialized in enumerate(tf.data.TFRecordDataset(path)):
+            for serialized in tf.data.TFRecordDataset(path):
                 fault, name = _record_fault(serialized, num_classes=num_classes, ignore_label=ignore_label)
                 if fault:
                     return f"{path}: record {index}{f' ({name})' if name else ''} {fault}."
+                index += 1
         except tf.errors.OpError as error:
-            return (f"{path}: unreadable after record {index} ({op_error_summary(error)}); the shard is truncated "
+            return (f"{path}: record {index} cannot be read ({op_error_summary(error)}); the shard is truncated "
                     f"or corrupt (a copy or conversion that did not finish): copy or convert it again.")
     return None
