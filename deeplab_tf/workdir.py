@@ -5,10 +5,13 @@ Layout written by the trainer:
     <workdir>/model_config.json      DeepLabV3.get_config() of the trained model
     <workdir>/config.json            the full experiment config and flags
     <workdir>/checkpoints/ckpt-<n>.* tf.train.Checkpoint(model=..., optimizer=..., step=...)
+    <workdir>/train.lock             PID and host of the trainer running in it (`TrainerLock`)
 """
 
 import json
 import os
+import socket
+import time
 
 import tensorflow as tf
 
@@ -102,3 +105,89 @@ def load_model(path, *, output_stride=None, num_classes=None, precision="float32
     status = tf.train.Checkpoint(model=model).restore(prefix)
     status.expect_partial().assert_existing_objects_matched()
     return (folding.fold_batch_norm(model) if fold_batch_norm else model), prefix, model_config
+
+
+# --- one live trainer per workdir --------------------------------------------------------------------
+
+LOCK_FILE = "train.lock"
+
+
+class WorkdirError(RuntimeError):
+    """The workdir cannot be used as it is (another live trainer, a full disk); the message says what to do."""
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Alive, but another user's.
+        return True
+    return True
+
+
+def _read_lock(path):
+    """The lock's {"pid", "host", "since"}, or {} if it is unreadable (half-written by a killed trainer)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+class TrainerLock:
+    """`<workdir>/train.lock`: refuses a second live trainer in one workdir, so two runs never interleave
+    their checkpoints.
+
+    The lock holds the trainer's PID and host. A lock whose PID is dead on this host (a crashed or killed
+    trainer) is taken over with a note; a lock from another host cannot be judged and needs
+    `break_lock=True` (deeplab-train --break_lock). Released when the block ends, however it ends.
+    Workdirs that are not local paths (gs://...) are not locked.
+    """
+
+    def __init__(self, workdir, *, break_lock=False, log=print):
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self._workdir, self._break_lock, self._log = workdir, break_lock, log
+        self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self._held = False
+
+    def __enter__(self):
+        if "://" in self._workdir:
+            return self
+        os.makedirs(self._workdir, exist_ok=True)
+        while not self._create():
+            self._take_over(_read_lock(self.path))
+        self._held = True
+        return self
+
+    def _create(self):
+        try:
+            descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "w") as f:
+            json.dump(self._owner, f)
+        return True
+
+    def _take_over(self, other):
+        """Removes a lock left by a dead trainer (or any lock, with break_lock); refuses a live one."""
+        pid, host = other.get("pid"), other.get("host")
+        held_by = f"deeplab-train PID {pid} on host {host} (since {other.get('since')})"
+        if self._break_lock:
+            self._log(f"--break_lock: taking over {self.path} from {held_by}.")
+        elif not other or (host == self._owner["host"] and not _process_alive(int(pid))):
+            self._log(f"Taking over {self.path}: {held_by if other else 'an unreadable lock'} is no longer running.")
+        else:
+            raise WorkdirError(
+                f"{self._workdir} is in use by {held_by}: wait for it to finish or stop it, or train into another "
+                f"--workdir; if that trainer is no longer running (another host), rerun with --break_lock.")
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:  # Another starting trainer removed it first: race for the new lock.
+            pass
+
+    def __exit__(self, *exc):
+        # Leave the lock alone if someone broke it and holds it now.
+        if self._held and _read_lock(self.path).get("pid") == self._owner["pid"]:
+            os.remove(self.path)
+        self._held = False

@@ -1,7 +1,7 @@
 """deeplab-local-cluster: runs a command as a parameter-server cluster of processes on this machine.
 
     deeplab-local-cluster --num_workers=2 --num_ps=1 --log_dir=runs/ps/logs -- \
-        deeplab-train --config=experiments/voc_async_replicas.py --workdir=runs/ps \
+        deeplab-train --config=experiments/configs/table11_async_training.py:parameter_server --workdir=runs/ps \
         --config.train.strategy=parameter_server
 
 Each ps and worker task runs the command with its own TF_CONFIG in the background (deeplab-train

@@ -1,16 +1,19 @@
 """deeplab-train: trains DeepLabV3 from an experiment config.
 
-    deeplab-train --config=experiments/voc_trainaug_os16.py --workdir=runs/voc_os16 \
-        --config.dataset.train_pattern='/data/voc_tfrecord/trainaug-*' \
-        --config.train.init_checkpoint=/weights/resnet_v1_101.ckpt
+    deeplab-train --config=experiments/configs/voc_recipe.py:stage1_trainaug_os16 \
+        --workdir=runs/voc_recipe/stage1_trainaug_os16 \
+        --config.dataset.train_pattern='tfrecords/voc2012/trainaug-*' \
+        --config.train.init_checkpoint=weights/resnet_v1_101.ckpt
 
 Any config field can be overridden with --config.<section>.<field>=value. Under a parameter-server
 cluster (TF_CONFIG with chief, worker and ps tasks), worker and ps processes start their server
-and wait; the chief trains.
+and wait; the chief trains. One trainer at a time uses a workdir (its lock, `<workdir>/train.lock`, is
+released however the run ends; a crashed trainer's lock is taken over on this host).
 """
 
 import json
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -21,6 +24,10 @@ from deeplab_tf.training.strategies import task_from_tf_config
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a Python file with get_config()).")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, summaries and the config; resumed if it exists.")
+_BREAK_LOCK = flags.DEFINE_bool(
+    "break_lock", False, "Train even if the workdir's lock names a trainer that looks alive (e.g. one on another "
+    "host that is gone). Two live trainers in one workdir mix their checkpoints.")
+_EXAMPLE_CONFIG = "experiments/configs/voc_recipe.py:stage1_trainaug_os16"
 
 
 def _serve_cluster_task(task_type, task_index):
@@ -45,26 +52,60 @@ def main(argv):
         _serve_cluster_task(task_type, task_index)
         return
     if _CONFIG.value is None:
-        raise app.UsageError("--config is required, e.g. --config=experiments/voc_trainaug_os16.py")
+        raise app.UsageError(f"--config is required, e.g. --config={_EXAMPLE_CONFIG}")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required: where checkpoints and summaries go.")
 
     import tensorflow as tf
 
     from deeplab_tf.training.trainer import train
+    from deeplab_tf.workdir import WorkdirError
 
     tf.get_logger().setLevel("WARNING")  # The coordinator logs every join at INFO.
 
     try:
         train(_CONFIG.value, _WORKDIR.value, run_info={"argv": sys.argv, "tf_config": json.loads(
-            os.environ.get("TF_CONFIG", "{}") or "{}")})
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+            os.environ.get("TF_CONFIG", "{}") or "{}")}, break_lock=_BREAK_LOCK.value)
+    except (ValueError, FileNotFoundError, FloatingPointError, WorkdirError) as error:
         print(f"deeplab-train: {error}", file=sys.stderr)
         sys.exit(1)
 
 
+def _unknown_override(error, argv):
+    """One line for a --config.<path>=value naming no field: ml_collections raises a KeyError/AttributeError
+    whose text is "'<field>'" and, when a field is close, 'Did you mean "<field>"'."""
+    while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError(text))
+        error = error.args[0]
+    text = str(error.args[0] if error.args else error)
+    field = re.search(r"'(\w+)'", text)
+    if not field:
+        return None
+    name = field.group(1)
+    flag = next((arg.split("=", 1)[0] for arg in argv if re.match(rf"--config\.(\w+\.)*{name}(\.|=|$)", arg)), None)
+    if flag is None:
+        return None
+    path = flag[2:].split(".")
+    section = ".".join(path[:path.index(name, 1)])
+    closest = re.search(r'Did you mean "(\w+)"', text)
+    hint = (f"; did you mean --{section}.{closest.group(1)}?" if closest
+            else f": see the fields of {section} in the config file.")
+    return f"{flag}: {section} has no field {name!r}{hint}"
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with an unknown config override reported in one line instead of a traceback."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as error:
+        message = _unknown_override(error, argv)
+        if message is None:
+            raise
+        print(f"deeplab-train: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
 def run():
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,15 @@ from deeplab_tf.data import preprocess, tfrecord
 _MAX_PARALLEL_FILES = 8
 
 
-def _files(file_pattern):
+def list_files(file_pattern):
+    """The files matching a glob (or list of globs), sorted. Directories are skipped: `dir/*` also matches
+    a converter's hidden staging folder `dir/.incomplete`, which TFRecordDataset cannot read."""
     patterns = [file_pattern] if isinstance(file_pattern, (str, bytes)) else list(file_pattern)
-    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    matches = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    files = [f for f in matches if not tf.io.gfile.isdir(f)]
     if not files:
-        raise ValueError(f"no TFRecord files match {file_pattern!r}; convert the dataset first "
+        only = f" (only directories: {', '.join(matches)})" if matches else ""
+        raise ValueError(f"no TFRecord files match {file_pattern!r}{only}; convert the dataset first "
                          "(datasets/build_*_data.py) or check the pattern.")
     return files
 
@@ -34,7 +38,7 @@ def _examples(source, *, input_context, training, seed):
     if isinstance(source, tf.data.Dataset):
         identity = lambda example: example
         return source.shard(num_pipelines, pipeline_id), identity, lambda e: e["label"]
-    files = _files(source)
+    files = list_files(source)
     shard_records = len(files) < num_pipelines
     if not shard_records:
         files = files[pipeline_id::num_pipelines]

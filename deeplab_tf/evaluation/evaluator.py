@@ -22,6 +22,7 @@ from absl import logging
 from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.constants import IGNORE_LABEL
 from deeplab_tf.data import eval_dataset
+from deeplab_tf.data.faults import op_error_summary
 from deeplab_tf.evaluation import inference
 from deeplab_tf.evaluation import metrics as metrics_lib
 
@@ -42,17 +43,6 @@ def count_examples(file_pattern, *, max_images=None):
         raise ValueError(f"the TFRecord files matching {file_pattern!r} hold no example: the split "
                          "is empty; check the conversion's report or the pattern.")
     return count
-
-
-def op_error_summary(error):
-    """The part of a TensorFlow op error a user can act on: an assertion's own message, else the
-    first line of the message that is not graph traceback."""
-    assertion = re.search(r"assertion failed: \[(.*?)\] \[", error.message, re.DOTALL)
-    if assertion:
-        return assertion.group(1).replace("\\'", "'")
-    lines = [line for line in error.message.splitlines() if line.strip() and not line.startswith(
-        ("Graph execution error", "Detected at node", " ", "\t"))]
-    return lines[0] if lines else error.message
 
 
 def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None):

@@ -7,6 +7,7 @@ TensorBoard summaries. A restarted job resumes at its last checkpoint with the s
 position; SIGTERM / Ctrl-C saves before exiting; a NaN loss stops without saving.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_tf import data, visualization, workdir as workdir_lib
+from deeplab_tf.data import faults
 from deeplab_tf.modeling import DeepLabV3
 from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbone
 from deeplab_tf.modeling.precision import dtype_policy
@@ -135,6 +137,42 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def _save_checkpoint(manager, step):
+    """`manager.save` at `step`; when the write fails (a full disk), removes the partial files so the disk
+    is not left full for the rerun, keeps the earlier checkpoints, and says how to resume."""
+    try:
+        return manager.save(checkpoint_number=step)
+    except tf.errors.OpError as error:
+        if not (isinstance(error, tf.errors.ResourceExhaustedError) or "No space left" in error.message):
+            raise
+        prefix = os.path.join(manager.directory, f"ckpt-{step}")
+        partials = tf.io.gfile.glob(prefix + "_temp*")
+        if prefix not in manager.checkpoints:
+            partials += tf.io.gfile.glob(prefix + ".*")
+        for partial in partials:
+            (tf.io.gfile.rmtree if tf.io.gfile.isdir(partial) else tf.io.gfile.remove)(partial)
+        raise workdir_lib.WorkdirError(
+            f"could not write checkpoint {prefix} ({faults.op_error_summary(error)}); the partial files were "
+            f"removed and {manager.latest_checkpoint or 'no earlier checkpoint'} is kept: free disk space in "
+            f"{manager.directory}, then run the same command to resume.") from None
+
+
+@contextlib.contextmanager
+def _naming_data_faults(config, patterns, log):
+    """Turns an input-pipeline error surfacing in training (a truncated shard, an undecodable record, a label
+    outside the classes) into a `data.DataError` naming the shard and the fix, instead of a TF traceback."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        log(f"{type(error).__name__} from the input pipeline; checking {config.dataset.train_pattern} shard by "
+            f"shard for the faulty record.")
+        message = faults.find_faulty_record(patterns, num_classes=num_classes_of(config),
+                                            ignore_label=config.dataset.ignore_label)
+        if message is None:
+            raise
+        raise data.DataError(message) from None
+
+
 def _format_eta(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -158,7 +196,17 @@ def _write_run_config(config, workdir, extra):
         f.write(json.dumps({"config": json.loads(config.to_json_best_effort()), **(extra or {})}, indent=2))
 
 
-def train(config, workdir, *, strategy=None, run_info=None, log=print):
+def _is_chief(strategy):
+    """False only for the tasks of a multi-worker cluster other than its chief (worker 0 without a chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().jobs or resolver.task_type is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+
+
+def train(config, workdir, *, strategy=None, run_info=None, log=print, break_lock=False):
     """Trains DeepLabV3 as `config` says, checkpointing into `workdir`; returns a small summary dict.
 
     Args:
@@ -167,9 +215,20 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
         strategy: a tf.distribute strategy; by default built from `config.train.strategy`.
         run_info: extra JSON-able facts to store with the config (e.g. the command-line flags).
         log: where progress lines go.
+        break_lock: take the workdir's lock even if its holder looks alive (see `workdir.TrainerLock`).
+
+    Raises:
+        workdir.WorkdirError: another live trainer holds the workdir, or a checkpoint could not be written.
     """
     strategy = strategy or make_strategy(config.train.strategy, tpu=config.train.tpu)
     check_config(config, num_replicas=strategy.num_replicas_in_sync)
+    if not _is_chief(strategy):
+        return _train(config, workdir, strategy, run_info=run_info, log=log)
+    with workdir_lib.TrainerLock(workdir, break_lock=break_lock, log=log):
+        return _train(config, workdir, strategy, run_info=run_info, log=log)
+
+
+def _train(config, workdir, strategy, *, run_info, log):
     log(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) in sync.")
     train_cfg = config.train
     info = data.get_dataset_info(config.dataset.name)
@@ -219,10 +278,11 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
                               top_k_percent_pixels=train_cfg.top_k_percent_pixels,
                               upsample_logits=train_cfg.upsample_logits)
     summary_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
-    sample_images, sample_labels = next(iter(data.train_dataset(
-        train_patterns, batch_size=min(2, train_cfg.batch_size),
-        crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
-        ignore_label=config.dataset.ignore_label)))
+    with _naming_data_faults(config, train_patterns, log):
+        sample_images, sample_labels = next(iter(data.train_dataset(
+            train_patterns, batch_size=min(2, train_cfg.batch_size),
+            crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
+            ignore_label=config.dataset.ignore_label)))
     colormap = visualization.get_colormap(info.colormap)
 
     if ps:
@@ -257,7 +317,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
     window_start, window_steps = time.time(), 0
     stop = _StopRequest()
     outputs = {}
-    with stop, summary_writer.as_default():
+    with stop, summary_writer.as_default(), _naming_data_faults(config, train_patterns, log):
         while step < train_cfg.steps and stop.signal is None:
             outputs = run_steps(min(chunk, train_cfg.steps - step))
             new_step = int(global_step.numpy())
@@ -289,11 +349,11 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
                    or time.time() - last_save_time >= 60 * train_cfg.checkpoint_every_minutes)
             if due and step < train_cfg.steps:
                 _check_finite(model, step, manager)
-                manager.save(checkpoint_number=step)
+                _save_checkpoint(manager, step)
                 last_save_time, last_saved_step = time.time(), step
         if step != last_saved_step or manager.latest_checkpoint is None:
             _check_finite(model, step, manager)
-            manager.save(checkpoint_number=step)
+            _save_checkpoint(manager, step)
     if stop.signal:
         log(f"{stop.signal} received: saved {manager.latest_checkpoint} at step {step}; run the same command "
             f"to resume.")

@@ -1,0 +1,259 @@
+"""Faults a user meets while training, each ending in one line that names the file/flag and the fix:
+a second trainer in the same workdir, bad or truncated shards, a glob matching folders, an unknown
+config override, a full disk while checkpointing."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_tf import workdir as workdir_lib
+from deeplab_tf.data import DataError, make_example
+from deeplab_tf.training.trainer import train
+from training_utils import make_learnable_voc, small_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+    return make_learnable_voc(str(tmp_path_factory.mktemp("voc")))
+
+
+def _copy_train_shards(tfrecords, directory):
+    """A folder with a copy of the train shards; returns their paths."""
+    os.makedirs(directory, exist_ok=True)
+    return [shutil.copy(path, directory) for path in sorted(tf.io.gfile.glob(os.path.join(tfrecords, "train-*")))]
+
+
+def _write_shard(path, labels):
+    """A TFRecord shard of grey 33x33 images with the given [33, 33] label arrays."""
+    with tf.io.TFRecordWriter(path) as writer:
+        for i, label in enumerate(labels):
+            image = tf.io.encode_png(np.full([33, 33, 3], 128, np.uint8)).numpy()
+            writer.write(make_example(image=image, image_format="png", label=tf.io.encode_png(
+                label.astype(np.uint8)[..., None]).numpy(), filename=f"img_{i}", height=33, width=33
+            ).SerializeToString())
+
+
+def _config_file(path, tfrecords, **overrides):
+    config = small_config(tfrecords, **overrides)
+    path.write_text("import ml_collections, json\n\n"
+                    f"def get_config():\n    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+    return str(path)
+
+
+def _deeplab_train(*args):
+    """The command a user types, running this checkout's package."""
+    binary = shutil.which("deeplab-train")
+    return ([binary] if binary else [sys.executable, "-m", "deeplab_tf.cli.train"]) + list(args)
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run(*args):
+    return subprocess.run(_deeplab_train(*args), capture_output=True, text=True, timeout=300, env=_env())
+
+
+def _error_lines(stderr):
+    """stderr without TensorFlow's start-up logging."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and not line.startswith(("WARNING: All log messages", "I0000", "E0000", "W0000"))]
+
+
+# --- one live trainer per workdir ----------------------------------------------------------------
+
+def test_a_second_live_trainer_is_refused_and_the_lock_is_released_on_sigterm(tfrecords, tmp_path):
+    workdir = tmp_path / "run"
+    config = _config_file(tmp_path / "config.py", tfrecords, steps=1000, checkpoint_every_steps=1000,
+                          checkpoint_every_minutes=100.0)
+    first = subprocess.Popen(_deeplab_train(f"--config={config}", f"--workdir={workdir}"), env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in first.stdout:
+            if line.startswith("step 1/1000"):
+                break
+        lock = json.loads((workdir / workdir_lib.LOCK_FILE).read_text())
+        assert lock["pid"] == first.pid
+
+        second = _run(f"--config={config}", f"--workdir={workdir}", "--config.train.steps=2")
+        assert second.returncode == 1
+        lines = _error_lines(second.stderr)
+        assert len(lines) == 1, second.stderr
+        assert lines[0].startswith(f"deeplab-train: {workdir} is in use by deeplab-train PID {first.pid} on host ")
+        assert "--break_lock" in lines[0] and "another --workdir" in lines[0]
+        assert "Traceback" not in second.stderr + second.stdout
+    finally:
+        first.send_signal(signal.SIGTERM)
+        output = first.communicate(timeout=120)[0]
+    assert first.returncode == 0 and "SIGTERM received: saved" in output, output
+    assert not (workdir / workdir_lib.LOCK_FILE).exists()
+
+
+def test_a_dead_trainers_lock_is_taken_over_and_errors_release_the_lock(tfrecords, tmp_path):
+    workdir = tmp_path / "run"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # A PID that no longer runs, as a SIGKILLed trainer leaves it.
+    os.makedirs(workdir)
+    (workdir / workdir_lib.LOCK_FILE).write_text(json.dumps(
+        {"pid": dead.pid, "host": workdir_lib.socket.gethostname(), "since": "2026-01-01 00:00:00"}))
+    lines = []
+    # The run takes the lock over, then fails on its config; the lock goes either way.
+    config = small_config(tfrecords, steps=1)
+    config.dataset.train_pattern = str(tmp_path / "missing-*")
+    with pytest.raises(ValueError, match="no TFRecord files match"):
+        train(config, str(workdir), log=lines.append)
+    assert any(f"Taking over {workdir / workdir_lib.LOCK_FILE}: deeplab-train PID {dead.pid}" in line
+               and "no longer running" in line for line in lines), lines
+    assert not (workdir / workdir_lib.LOCK_FILE).exists()
+
+
+def test_a_lock_from_another_host_needs_break_lock(tmp_path):
+    lock_path = tmp_path / workdir_lib.LOCK_FILE
+    lock_path.write_text(json.dumps({"pid": 1, "host": "other-host", "since": "2026-01-01 00:00:00"}))
+    with pytest.raises(workdir_lib.WorkdirError, match="PID 1 on host other-host .*rerun with --break_lock"):
+        with workdir_lib.TrainerLock(str(tmp_path)):
+            pass
+    lines = []
+    with workdir_lib.TrainerLock(str(tmp_path), break_lock=True, log=lines.append):
+        assert json.loads(lock_path.read_text())["pid"] == os.getpid()
+    assert lines == [f"--break_lock: taking over {lock_path} from deeplab-train PID 1 on host other-host "
+                     f"(since 2026-01-01 00:00:00)."]
+    assert not lock_path.exists()
+
+
+@pytest.mark.parametrize("cluster, chief", [
+    ({"worker": ["a:1", "b:2"]}, {"worker": 0}),
+    ({"chief": ["c:0"], "worker": ["a:1"]}, {"chief": 0}),
+])
+def test_only_the_chief_of_a_multi_worker_cluster_takes_the_lock(cluster, chief):
+    from deeplab_tf.training.trainer import _is_chief
+
+    class Strategy:  # What the trainer reads of a MultiWorkerMirroredStrategy.
+        def __init__(self, task_type, task_id):
+            self.cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+                tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+
+    for task_type, addresses in cluster.items():
+        for task_id in range(len(addresses)):
+            assert _is_chief(Strategy(task_type, task_id)) == (chief == {task_type: task_id})
+    assert _is_chief(tf.distribute.get_strategy())
+
+
+# --- data faults surfacing in training -------------------------------------------------------------
+
+def test_labels_beyond_num_classes_name_the_shard_in_one_line(tfrecords, tmp_path):
+    data_dir = tmp_path / "data"
+    _copy_train_shards(tfrecords, data_dir)
+    label = np.zeros([33, 33], np.int32)
+    label[5:20, 5:20] = 30
+    label[0, :] = 255
+    bad = str(data_dir / "train-bad.tfrecord")
+    _write_shard(bad, [np.zeros([33, 33]), label])
+    config = _config_file(tmp_path / "config.py", tfrecords, steps=5)
+    result = _run(f"--config={config}", f"--workdir={tmp_path / 'run'}",
+                  f"--config.dataset.train_pattern={data_dir}/train-*")
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = _error_lines(result.stderr)
+    assert lines == [f"deeplab-train: {bad}: record 1 (img_1) has label values {{30}} outside [0, 21) other than "
+                     f"the ignore label 255: set config.dataset.num_classes (or config.dataset.name) to the "
+                     f"dataset the records were converted for, or fix the masks' label maps and convert again."], \
+        result.stderr[-3000:]
+    assert not (tmp_path / "run" / workdir_lib.LOCK_FILE).exists()
+
+
+def test_a_truncated_shard_is_named_in_one_line(tfrecords, tmp_path):
+    shards = _copy_train_shards(tfrecords, tmp_path / "data")
+    with open(shards[1], "r+b") as f:
+        f.truncate(os.path.getsize(shards[1]) // 2)
+    config = _config_file(tmp_path / "config.py", tfrecords, steps=5)
+    result = _run(f"--config={config}", f"--workdir={tmp_path / 'run'}",
+                  f"--config.dataset.train_pattern={tmp_path / 'data'}/train-*")
+    assert result.returncode == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert re.match(rf"deeplab-train: {re.escape(shards[1])}: record \d+ cannot be read \(.*truncated record",
+                    lines[0]), lines[0]
+    assert lines[0].endswith("the shard is truncated or corrupt (a copy or conversion that did not finish): copy or "
+                             "convert it again.")
+
+
+def test_a_glob_matching_folders_skips_them(tfrecords, tmp_path):
+    data_dir = tmp_path / "data"
+    os.makedirs(data_dir / ".incomplete")  # A converter's staging folder, as an interrupted run leaves it.
+    config = small_config(tfrecords, steps=1)
+    config.dataset.train_pattern = f"{data_dir}/*"
+    with pytest.raises(ValueError, match=r"no TFRecord files match .*\(only directories: .*\.incomplete\)"):
+        train(config, str(tmp_path / "run"), log=lambda line: None)
+    _copy_train_shards(tfrecords, data_dir)
+    summary = train(config, str(tmp_path / "run"), log=lambda line: None)
+    assert summary["step"] == 1
+
+
+def test_an_unknown_config_override_names_the_flag_and_the_closest_field(tfrecords, tmp_path):
+    config = _config_file(tmp_path / "config.py", tfrecords)
+    result = _run(f"--config={config}", f"--workdir={tmp_path / 'run'}", "--config.train.stepz=4")
+    assert result.returncode == 1
+    assert _error_lines(result.stderr) == [
+        "deeplab-train: --config.train.stepz: config.train has no field 'stepz'; did you mean --config.train.steps?"]
+    result = _run(f"--config={config}", f"--workdir={tmp_path / 'run'}", "--config.trian.steps=4")
+    assert _error_lines(result.stderr) == [
+        "deeplab-train: --config.trian.steps: config has no field 'trian'; did you mean --config.train?"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_usage_names_a_config_that_exists():
+    result = _run("--workdir=/tmp/unused")
+    assert result.returncode == 1
+    example = result.stderr.split("--config=")[-1].split()[0]
+    path, setting = example.split(":")
+    assert os.path.isfile(os.path.join(ROOT, path)), result.stderr
+    from experiments.configs import voc_recipe
+    assert setting in voc_recipe.SETTINGS
+
+
+# --- a full disk while checkpointing --------------------------------------------------------------
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_the_rerun_resumes(
+        tfrecords, tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    save = tf.train.CheckpointManager.save
+
+    def save_until_the_disk_fills(manager, checkpoint_number=None, **kwargs):
+        if checkpoint_number < 4:
+            return save(manager, checkpoint_number=checkpoint_number, **kwargs)
+        # What TF leaves when the disk fills mid-write: a partial shard in the temp folder.
+        temp = os.path.join(manager.directory, f"ckpt-{checkpoint_number}_temp")
+        os.makedirs(temp)
+        with open(os.path.join(temp, "part-00000-of-00001.data-00000-of-00001.tempstate1"), "wb") as f:
+            f.write(b"\0" * 100_000)
+        raise tf.errors.ResourceExhaustedError(None, None, f"{temp}/part-00000-of-00001.data-00000-of-00001."
+                                                           f"tempstate1; No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save_until_the_disk_fills)
+    config = small_config(tfrecords, steps=5, checkpoint_every_steps=2)
+    with pytest.raises(workdir_lib.WorkdirError) as error:
+        train(config, str(workdir), log=lambda line: None)
+    checkpoints = workdir_lib.checkpoint_dir(str(workdir))
+    assert str(error.value) == (
+        f"could not write checkpoint {checkpoints}/ckpt-4 ({checkpoints}/ckpt-4_temp/part-00000-of-00001.data-"
+        f"00000-of-00001.tempstate1; No space left on device); the partial files were removed and "
+        f"{checkpoints}/ckpt-2 is kept: free disk space in {checkpoints}, then run the same command to resume.")
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+    assert not (workdir / workdir_lib.LOCK_FILE).exists()
+
+    monkeypatch.undo()  # Space freed: the same run resumes from step 2.
+    lines = []
+    summary = train(config, str(workdir), log=lines.append)
+    assert any(line.startswith(f"Resuming from {checkpoints}/ckpt-2 at step 2") for line in lines), lines
+    assert summary["step"] == 5 and summary["checkpoint"] == f"{checkpoints}/ckpt-5"
