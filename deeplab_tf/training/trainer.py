@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_tf import data, visualization, workdir as workdir_lib
-from deeplab_tf.modeling import DeepLabV3
+from deeplab_tf.modeling import DeepLabV3, resnet
 from deeplab_tf.modeling.checkpoints import load_slim_backbone
 from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.config import check_config
@@ -203,6 +203,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
 
     ps = is_parameter_server(strategy)
     train_patterns = config.dataset.train_pattern.split(",")  # Several globs, e.g. fine + coarse.
+    pad_value = resnet.pad_value(config.model.backbone)  # What the backbone's normalisation maps to 0.
 
     def dataset_fn(input_context):
         return data.train_dataset(
@@ -212,7 +213,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
             bootstrap_classes=tuple(config.dataset.bootstrap_classes),
             bootstrap_factor=config.dataset.bootstrap_factor, shuffle_buffer=train_cfg.shuffle_buffer,
             # Asynchronous workers all have input pipeline 0: unseeded, they draw different batches.
-            seed=None if ps else train_cfg.seed, input_context=input_context)
+            seed=None if ps else train_cfg.seed, input_context=input_context, pad_value=pad_value)
 
     step_fn = make_train_step(model, optimizer, global_step=global_step, ignore_label=config.dataset.ignore_label,
                               top_k_percent_pixels=train_cfg.top_k_percent_pixels,
@@ -221,7 +222,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
     sample_images, sample_labels = next(iter(data.train_dataset(
         train_patterns, batch_size=min(2, train_cfg.batch_size),
         crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
-        ignore_label=config.dataset.ignore_label)))
+        ignore_label=config.dataset.ignore_label, pad_value=pad_value)))
     colormap = visualization.get_colormap(info.colormap)
 
     if ps:
