@@ -90,15 +90,18 @@ def initialize_from(model, path, *, exclude=("logits",)):
 
 
 def _evaluate_after_training(config, checkpoint):
-    """Scores `checkpoint` on config.dataset.eval_pattern at the trained output stride, one scale."""
+    """Scores `checkpoint` on config.dataset.eval_pattern at the trained output stride, one scale, on the
+    config.dataset.eval_crop_size canvas if set."""
     from deeplab_tf.evaluation import evaluator
 
     info = data.get_dataset_info(config.dataset.name)
     if info.num_classes != num_classes_of(config):
         info = dataclasses.replace(info, num_classes=num_classes_of(config), class_names=(), colormap="pascal")
-    results, path = evaluator.evaluate_checkpoint(checkpoint, config.dataset.eval_pattern, dataset_info=info)
+    crop = tuple(config.dataset.eval_crop_size) or None
+    results, path = evaluator.evaluate_checkpoint(checkpoint, config.dataset.eval_pattern, dataset_info=info,
+                                                  eval_crop_size=crop)
     return (f"Evaluation at output stride {results['output_stride']}: mIOU {results['mean_iou']:.4f} on "
-            f"{config.dataset.eval_pattern} -> {path}")
+            f"{config.dataset.eval_pattern} -> {path} ({evaluator.protocol_description(crop)})")
 
 
 def _check_finite(model, step, manager):
