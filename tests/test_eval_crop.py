@@ -17,7 +17,10 @@ from deeplab_tf.cli import eval as eval_cli, vis as vis_cli
 from deeplab_tf.constants import MEAN_RGB, UNIT_RANGE_CENTRE
 from deeplab_tf.data import eval_dataset
 from deeplab_tf.evaluation import evaluator
+from deeplab_tf.training import trainer
+from deeplab_tf.training.config import default_config
 from eval_utils import make_voc_val, make_workdir, run_main
+from experiments.configs import cityscapes, table5_aspp, voc_recipe
 
 CANVAS = (65, 65)  # larger than every image of make_voc_val (at most 45 x 41)
 
@@ -122,3 +125,21 @@ def test_export_refuses_the_eval_crop(data, tmp_path):
 
     with pytest.raises(app.UsageError, match="--eval_crop_size"):
         run_main(export_cli, checkpoint=data["workdir"], export_dir=str(tmp_path / "export"), eval_crop_size="65")
+
+
+def test_post_training_evaluation_uses_the_configs_eval_crop(data):
+    config = default_config()
+    config.dataset.eval_pattern = data["pattern"]
+    config.dataset.eval_crop_size = CANVAS
+    line = trainer._evaluate_after_training(config, os.path.join(data["workdir"], "checkpoints", "ckpt-5"))
+    assert line.endswith("eval_os16_crop65x65/metrics-5.json (images padded to 65x65)"), line
+    with open(os.path.join(data["workdir"], "eval_os16_crop65x65", "metrics-5.json")) as f:
+        assert json.load(f)["eval_crop_size"] == [65, 65]
+
+
+def test_paper_configs_evaluate_on_the_releases_canvas():
+    assert tuple(table5_aspp.get_config("mg1_2_4_image_pooling").dataset.eval_crop_size) == (513, 513)
+    assert tuple(voc_recipe.get_config("stage2_trainval_os8").dataset.eval_crop_size) == (513, 513)
+    assert tuple(cityscapes.get_config("train_fine").dataset.eval_crop_size) == (1025, 2049)
+    assert tuple(voc_recipe.get_config("coco_pretrain").dataset.eval_crop_size) == ()  # COCO reaches 640 px
+    assert tuple(default_config().dataset.eval_crop_size) == ()  # native size unless asked
