@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_tf.constants import MEAN_RGB
+from deeplab_tf.constants import MEAN_RGB, UNIT_RANGE_CENTRE
 from deeplab_tf.data import bootstrap, eval_dataset, fake, preprocess, tfrecord, train_dataset
 from deeplab_tf.data.registry import DatasetInfo, PASCAL_VOC_HARD_CLASSES
 from deeplab_tf.data.sources import folder
+from deeplab_tf.modeling.resnet import pad_value
 
 NUM_CLASSES = 21
 HEIGHT, WIDTH = 24, 32
@@ -58,11 +59,16 @@ def test_train_shapes_dtypes_and_label_values(data):
     assert set(np.unique(labels)) <= set(range(NUM_CLASSES)) | {255}
 
 
-def test_padding_is_the_mean_pixel_and_the_ignore_label(data):
+@pytest.mark.parametrize("backbone, value", [("resnet_v1_101", MEAN_RGB), ("resnet_v1_50", MEAN_RGB),
+                                             ("resnet_v1_101_beta", UNIT_RANGE_CENTRE),
+                                             ("resnet_v1_50_beta", UNIT_RANGE_CENTRE)])
+def test_padding_is_the_backbones_pad_value_and_the_ignore_label(data, backbone, value):
+    """Plain ResNets pad with the ImageNet mean, the release's `_beta` ones with 127.5."""
     dataset = train_dataset(data["one"], batch_size=8, crop_size=(40, 50), min_scale=1.0,
-                            max_scale=1.0, flip=False, repeat=False, seed=0)
+                            max_scale=1.0, flip=False, repeat=False, seed=0,
+                            pad_value=pad_value(backbone))
     images, labels = _first(dataset)
-    mean = np.asarray(MEAN_RGB, np.float32)
+    mean = np.asarray(value, np.float32)
     assert (images[:, HEIGHT:, :] == mean).all() and (images[:, :, WIDTH:] == mean).all()
     assert (labels[:, HEIGHT:, :] == 255).all() and (labels[:, :, WIDTH:] == 255).all()
     # The content sits untouched in the top-left corner (a crop larger than the image).

@@ -148,3 +148,78 @@ def test_rejects_bad_arguments(model):
         inference.predict(model, random_images(), output="logits")
     with pytest.raises(ValueError, match="scales"):
         inference.predict(model, random_images(), scales=())
+
+
+def pooled_model(seed=0):
+    """tiny_model plus an image-level branch (global average pooling), as DeepLabV3's ASPP has: its
+    logits everywhere depend on the whole input, padding included."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(8, 3, padding="same", activation="relu")((inputs - 127.5) / 127.5)
+    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True)(features)
+    logits = keras.layers.Conv2D(NUM_CLASSES, 3, padding="same")(features + pooled)
+    return keras.Model(inputs, logits)
+
+
+def canvas_by_hand(images, canvas, value):
+    """images padded bottom/right to `canvas` with the RGB `value`, in NumPy."""
+    height, width = images.shape[1:3]
+    padded = np.empty((images.shape[0], *canvas, 3), np.float32)
+    padded[...] = np.float32(value)
+    padded[:, :height, :width] = images
+    return padded
+
+
+BETA_PAD = (127.5, 127.5, 127.5)
+
+
+def test_pad_to_canvas_keeps_the_image_and_pads_with_the_exact_value():
+    images = random_images((1, 33, 41))
+    padded = inference.pad_to_canvas(images, (65, 49), (123.15, 115.9, 103.06)).numpy()
+    np.testing.assert_array_equal(padded, canvas_by_hand(images, (65, 49), (123.15, 115.9, 103.06)))
+
+
+def test_eval_crop_labels_are_the_padded_canvas_by_hand_cropped_back():
+    model = pooled_model()
+    images = random_images((1, 33, 41))
+    labels = inference.predict(model, images, eval_crop_size=(65, 65), pad_value=BETA_PAD)
+    canvas_logits = model(canvas_by_hand(images, (65, 65), BETA_PAD), training=False).numpy()
+    assert labels.shape == (1, 33, 41)
+    np.testing.assert_array_equal(labels.numpy(), np.argmax(canvas_logits, -1)[:, :33, :41])
+    # The protocol matters: the image-level branch sees the canvas, not the image alone.
+    native = inference.predict(model, images, output="probabilities")
+    on_canvas = inference.predict(model, images, output="probabilities", eval_crop_size=(65, 65),
+                                  pad_value=BETA_PAD)
+    assert np.abs(native.numpy() - on_canvas.numpy()).max() > 1e-3
+
+
+def test_eval_crop_with_multi_scale_and_flip_scales_the_canvas():
+    model = pooled_model()
+    recorder = Recorder(model)
+    images = random_images((1, 33, 41))
+    scales = (0.5, 1.0, 1.5)
+    got = inference.predict(recorder, images, scales=scales, flip=True, output="probabilities",
+                            eval_crop_size=(65, 65), pad_value=BETA_PAD)
+    # Scaled sizes are those of the 65x65 canvas, as the release computed them.
+    assert recorder.sizes == [size for size in [(33, 33), (65, 65), (97, 97)] for _ in range(2)]
+    want = inference.predict(model, canvas_by_hand(images, (65, 65), BETA_PAD), scales=scales, flip=True,
+                             output="probabilities")
+    assert got.shape == (1, 33, 41, NUM_CLASSES)
+    np.testing.assert_allclose(got.numpy(), want.numpy()[:, :33, :41], atol=1e-6)
+
+
+def test_eval_crop_traced_with_dynamic_shapes():
+    model = pooled_model()
+    predict = tf.function(lambda x: inference.predict(model, x, eval_crop_size=(65, 65), pad_value=BETA_PAD),
+                          input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+    for size in ((33, 41), (65, 20)):
+        images = random_images((1, *size))
+        want = np.argmax(model(canvas_by_hand(images, (65, 65), BETA_PAD)).numpy(), -1)[:, :size[0], :size[1]]
+        np.testing.assert_array_equal(predict(images).numpy(), want)
+
+
+def test_an_image_larger_than_the_eval_crop_is_an_error_naming_the_flag(model):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="larger than the eval crop size 65x49.*--eval_crop_size"):
+        inference.predict(model, random_images((1, 65, 50)), eval_crop_size=(65, 49))
+    with pytest.raises(ValueError, match="eval_crop_size"):
+        inference.predict(model, random_images((1, 9, 9)), eval_crop_size=(65,))

@@ -1,5 +1,5 @@
 """Flags and the exit path shared by deeplab-eval and deeplab-vis: the checkpoint, the dataset and
-the inference options (output stride, scales, flips, sliding windows)."""
+the inference options (output stride, scales, flips, sliding windows, eval crop)."""
 
 import contextlib
 import sys
@@ -32,10 +32,16 @@ WINDOW_SIZE = flags.DEFINE_list(
     "window_size", None,
     "Run the model on overlapping tiles of this size (N or H,W, e.g. 769) instead of whole "
     "images, to bound memory on large images; default: whole images, as the paper.")
+EVAL_CROP_SIZE = flags.DEFINE_list(
+    "eval_crop_size", None,
+    "The original release's evaluation protocol: pad every image bottom/right to this canvas (N or H,W; "
+    "the paper's: 513,513 on PASCAL VOC, 1025,2049 on Cityscapes) with the backbone's pad value and crop "
+    "the prediction back; an image larger than the canvas is an error. Default: each image at its own "
+    "size. Results go to eval_os<N>_crop<H>x<W>.")
 OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None,
     "deeplab-eval: folder for the metrics JSON and TensorBoard summaries (default "
-    "<workdir>/eval_os<N>[_ms][_flip]); deeplab-vis: folder for the PNGs (required).")
+    "<workdir>/eval_os<N>[_crop<H>x<W>][_ms][_flip]); deeplab-vis: folder for the PNGs (required).")
 PRECISION = flags.DEFINE_enum(
     "precision", "float32", list(PRECISIONS),
     "Compute dtype: mixed_bfloat16 runs the convolutions in bfloat16 (about 2x faster on CPUs with "
@@ -55,8 +61,22 @@ def dataset_info():
         raise app.UsageError(f"--dataset_spec={DATASET_SPEC.value}: {error}") from None
 
 
+def _size(flag, example):
+    """[height, width] of a flag given as N or H,W in pixels, None if unset; a usage error otherwise."""
+    if not flag.value:
+        return None
+    try:
+        size = [int(value) for value in flag.value]
+    except ValueError:
+        size = []
+    if len(size) not in (1, 2) or min(size) <= 0:
+        raise app.UsageError(f"--{flag.name}: give N or H,W in pixels such as {example}, got "
+                             f"{','.join(flag.value)!r}")
+    return (size * 2)[:2]
+
+
 def inference_options():
-    """`inference.predict`'s keyword arguments (scales, flip, window_size) from the flags."""
+    """`inference.predict`'s keyword arguments (scales, flip, window_size, eval_crop_size) from the flags."""
     try:
         scales = tuple(float(scale) for scale in SCALES.value)
     except ValueError:
@@ -64,17 +84,8 @@ def inference_options():
     if not scales or min(scales) <= 0:
         raise app.UsageError(f"--eval_scales: expected a comma list of positive numbers such as "
                              f"0.5,0.75,1.0, got {','.join(SCALES.value)!r}")
-    window_size = None
-    if WINDOW_SIZE.value:
-        try:
-            window_size = [int(size) for size in WINDOW_SIZE.value]
-        except ValueError:
-            window_size = []
-        if len(window_size) not in (1, 2) or min(window_size) <= 0:
-            raise app.UsageError(f"--window_size: give N or H,W in pixels such as 769, got "
-                                 f"{','.join(WINDOW_SIZE.value)!r}")
-        window_size = (window_size * 2)[:2]
-    return {"scales": scales, "flip": FLIP.value, "window_size": window_size}
+    return {"scales": scales, "flip": FLIP.value, "window_size": _size(WINDOW_SIZE, "769"),
+            "eval_crop_size": _size(EVAL_CROP_SIZE, "513,513")}
 
 
 def require(flag, example):

@@ -3,9 +3,10 @@
     deeplab-eval --checkpoint=runs/voc_os16 --eval_pattern='/data/voc_tfrecord/val-*'
 
 The paper's val protocol (Table 4/6): --eval_output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75
---flip. Prints a per-class table and the scores, and writes metrics-<step>.json and TensorBoard
-scalars to --output_dir (default <workdir>/eval_os<N>[_ms][_flip]). With --loop it evaluates every
-new checkpoint of a running training job until none appears for --loop_timeout_secs.
+--flip, on the release's fixed canvas --eval_crop_size=513,513 (1025,2049 on Cityscapes). Prints a
+per-class table and the scores, and writes metrics-<step>.json and TensorBoard scalars to --output_dir
+(default <workdir>/eval_os<N>[_crop<H>x<W>][_ms][_flip]). With --loop it evaluates every new checkpoint
+of a running training job until none appears for --loop_timeout_secs.
 """
 
 import sys
@@ -28,7 +29,8 @@ def _report(results, path):
     print(format_metrics_table(results))
     print(f"step {results['step']}: mIOU {100 * results['mean_iou']:.2f}% over "
           f"{results['num_images']} images (output stride {results['output_stride']}, scales "
-          f"{','.join(map(str, results['scales']))}{', flip' if results['flip'] else ''}, {results['precision']}, "
+          f"{','.join(map(str, results['scales']))}{', flip' if results['flip'] else ''}, "
+          f"{evaluator.protocol_description(results['eval_crop_size'])}, {results['precision']}, "
           f"{results['seconds']:.0f} s) -> {path}", flush=True)
 
 

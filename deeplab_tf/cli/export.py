@@ -52,6 +52,9 @@ def main(argv):
     checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
     export_dir = common.require(_EXPORT_DIR, "/models/deeplab")
     options = common.inference_options()
+    if options.pop("eval_crop_size"):
+        raise app.UsageError("--eval_crop_size is an evaluation protocol (deeplab-eval, deeplab-vis); the "
+                             "exported model segments each image at its own size: drop the flag.")
     class_names = _class_names()
     if _TFLITE_PATH.value and common.PRECISION.value != "float32":
         raise app.UsageError("--tflite_path needs --precision=float32: TFLite has no bfloat16 kernels.")

@@ -7,7 +7,7 @@ A source is a TFRecord file pattern (a glob or a list of globs) or a tf.data.Dat
 
 import tensorflow as tf
 
-from deeplab_tf.constants import IGNORE_LABEL
+from deeplab_tf.constants import IGNORE_LABEL, MEAN_RGB
 from deeplab_tf.data import preprocess, tfrecord
 
 _MAX_PARALLEL_FILES = 8
@@ -77,12 +77,13 @@ def _pair(crop_size):
 def train_dataset(file_pattern, *, batch_size, crop_size=(513, 513), min_scale=0.5,
                   max_scale=2.0, scale_step=0.25, flip=True, ignore_label=IGNORE_LABEL,
                   bootstrap_classes=(), bootstrap_factor=1, shuffle_buffer=1000, seed=None,
-                  input_context=None, repeat=True):
+                  input_context=None, repeat=True, pad_value=MEAN_RGB):
     """(images float32 [b, crop_h, crop_w, 3] in 0..255, labels int32 [b, crop_h, crop_w]).
 
     `batch_size` is global: with a tf.distribute `input_context` each replica gets
     `input_context.get_per_replica_batch_size(batch_size)` and each input pipeline its own
     files. Batches drop the remainder. `seed` fixes file order, shuffling and augmentation.
+    `pad_value` fills crops larger than the scaled image: the backbone's `resnet.pad_value`.
     """
     crop_size = _pair(crop_size)
     if input_context:
@@ -105,7 +106,7 @@ def train_dataset(file_pattern, *, batch_size, crop_size=(513, 513), min_scale=0
         return preprocess.preprocess_for_train(
             example["image"], example["label"], seed=example_seed, crop_size=crop_size,
             min_scale=min_scale, max_scale=max_scale, scale_step=scale_step, flip=flip,
-            ignore_label=ignore_label)
+            ignore_label=ignore_label, pad_value=pad_value)
 
     return (tf.data.Dataset.zip(dataset, seeds)
             .map(augment, num_parallel_calls=tf.data.AUTOTUNE)

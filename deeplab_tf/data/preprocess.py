@@ -1,5 +1,5 @@
 """Training augmentation of one (image, label) pair, as DeepLab trains: random scale, pad with the
-mean pixel / ignore label, random crop, random left-right flip (section 4.1, "Crop size").
+backbone's pad value / ignore label, random crop, random left-right flip (section 4.1, "Crop size").
 
 Every random choice is a stateless op on an explicit seed, so a pipeline seed reproduces the same
 augmentations however many threads run the map.
@@ -38,9 +38,9 @@ def _nearest_indices(start, count, *, source_size, size):
 
 
 def scaled_crop(image, label, *, size, offset, crop_size, flip=False, ignore_label=IGNORE_LABEL,
-                mean_pixel=MEAN_RGB):
+                pad_value=MEAN_RGB):
     """The `crop_size` window at `offset` of (image, label) resized to `size`, padded bottom/right
-    with the mean pixel / ignore label, mirrored left-right if `flip`.
+    with `pad_value` (RGB) / the ignore label, mirrored left-right if `flip`.
 
     Equals tf.image.resize (bilinear for the image, nearest neighbour for the label so no new
     class ids appear) -> pad -> slice -> reverse, the image up to float rounding, but computes
@@ -76,10 +76,10 @@ def scaled_crop(image, label, *, size, offset, crop_size, flip=False, ignore_lab
     pad_right = pad_side - pad_left
     label = tf.pad(label, [[0, pad_bottom], [pad_left, pad_right]],
                    constant_values=ignore_label)
-    mean = tf.constant(mean_pixel, tf.float32)
+    pad_pixel = tf.constant(pad_value, tf.float32)
 
     def pad_image():
-        fill = lambda height, width: tf.broadcast_to(mean, [height, width, 3])
+        fill = lambda height, width: tf.broadcast_to(pad_pixel, [height, width, 3])
         padded = tf.concat([fill(window[0], pad_left), image, fill(window[0], pad_right)], 1)
         return tf.concat([padded, fill(pad_bottom, crop[1])], 0)
 
@@ -88,10 +88,11 @@ def scaled_crop(image, label, *, size, offset, crop_size, flip=False, ignore_lab
 
 
 def preprocess_for_train(image, label, *, seed, crop_size=(513, 513), min_scale=0.5,
-                         max_scale=2.0, scale_step=0.25, flip=True, ignore_label=IGNORE_LABEL):
+                         max_scale=2.0, scale_step=0.25, flip=True, ignore_label=IGNORE_LABEL,
+                         pad_value=MEAN_RGB):
     """uint8 image [H, W, 3] + label [H, W] -> float32 [crop_h, crop_w, 3] in 0..255 and int32
     [crop_h, crop_w]: random scale, pad, random crop, random left-right flip (probability 1/2).
-    `seed` is a stateless seed of shape [2]."""
+    `seed` is a stateless seed of shape [2]; `pad_value` is the backbone's (`resnet.pad_value`)."""
     scale_seed, crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     scale = scale_factor(scale_seed, min_scale=min_scale, max_scale=max_scale,
                          scale_step=scale_step)
@@ -99,6 +100,6 @@ def preprocess_for_train(image, label, *, seed, crop_size=(513, 513), min_scale=
     offset = crop_offset(size, crop_size=crop_size, seed=crop_seed)
     mirror = tf.logical_and(flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
     image, label = scaled_crop(image, label, size=size, offset=offset, crop_size=crop_size,
-                               flip=mirror, ignore_label=ignore_label)
+                               flip=mirror, ignore_label=ignore_label, pad_value=pad_value)
     return (tf.ensure_shape(image, [crop_size[0], crop_size[1], 3]),
             tf.ensure_shape(label, [crop_size[0], crop_size[1]]))

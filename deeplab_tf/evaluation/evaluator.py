@@ -1,13 +1,15 @@
 """Evaluation of a trained model on a split, of a checkpoint, and of every new checkpoint of a run.
 
-The paper's protocol (section 4.2): whole images at their original size, predictions compared with
-the labels at the labels' own resolution, pixels labelled `ignore_label` left out, and one confusion
-matrix summed over the whole split before any score is computed (`metrics`). Multi-scale inputs,
+The paper's protocol (section 4.2): predictions compared with the labels at the labels' own
+resolution, pixels labelled `ignore_label` left out, and one confusion matrix summed over the whole
+split before any score is computed (`metrics`). Each image runs at its own size, or, with
+`eval_crop_size`, padded to that fixed canvas as the original release evaluated ("crop size 513 during
+both training and test"); only the image's own pixels are scored either way. Multi-scale inputs,
 left-right flips and sliding windows are `inference.predict`'s options.
 
-Results of a checkpoint go to ``<workdir>/eval_os<N>[_ms][_flip]/`` (or a given folder): one
-``metrics-<step>.json`` per checkpoint and TensorBoard scalars at the checkpoint's training step, so
-that runs evaluated with different inference settings show side by side.
+Results of a checkpoint go to ``<workdir>/eval_os<N>[_crop<H>x<W>][_ms][_flip]/`` (or a given folder):
+one ``metrics-<step>.json`` per checkpoint and TensorBoard scalars at the checkpoint's training step, so
+that runs evaluated with different inference settings show side by side and never mix.
 """
 
 import os
@@ -20,11 +22,13 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_tf import workdir as workdir_lib
-from deeplab_tf.constants import IGNORE_LABEL
+from deeplab_tf.constants import IGNORE_LABEL, MEAN_RGB
 from deeplab_tf.data import eval_dataset
 from deeplab_tf.data.faults import op_error_summary
+from deeplab_tf.data.pipeline import list_files
 from deeplab_tf.evaluation import inference
 from deeplab_tf.evaluation import metrics as metrics_lib
+from deeplab_tf.modeling.resnet import pad_value
 
 
 def count_examples(file_pattern, *, max_images=None):
@@ -35,8 +39,7 @@ def count_examples(file_pattern, *, max_images=None):
         ValueError: no file matches the pattern or the files hold no record (the message names
             the pattern).
     """
-    eval_dataset(file_pattern)  # checks that the pattern matches files
-    records = tf.data.TFRecordDataset(tf.data.Dataset.list_files(file_pattern, shuffle=False))
+    records = tf.data.TFRecordDataset(list_files(file_pattern))  # skips folders such as .incomplete/
     count = int(records.take(max_images or -1).reduce(tf.constant(0, tf.int64),
                                                       lambda count, _: count + 1))
     if count == 0:
@@ -45,15 +48,25 @@ def count_examples(file_pattern, *, max_images=None):
     return count
 
 
-def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None):
+def model_pad_value(model):
+    """The pad value of `model`'s backbone (`resnet.pad_value`); the ImageNet mean, as the release's
+    default, for a model that names no backbone."""
+    backbone = getattr(model, "backbone_name", None)
+    return pad_value(backbone) if backbone else MEAN_RGB
+
+
+def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None):
     """`inference.predict` labels of one image, traced once for every image size.
+
+    With `eval_crop_size` the image is padded to that canvas with `model_pad_value(model)`.
 
     Returns:
         A function float32 [1, H, W, 3] (RGB, 0..255) -> int32 [1, H, W].
     """
+    canvas = dict(eval_crop_size=tuple(eval_crop_size), pad_value=model_pad_value(model)) if eval_crop_size else {}
     return tf.function(
         lambda images: inference.predict(model, images, scales=scales, flip=flip,
-                                         window_size=window_size),
+                                         window_size=window_size, **canvas),
         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
 
 
@@ -80,7 +93,8 @@ class ProgressPrinter:
 
 
 def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, scales=(1.0,),
-             flip=False, window_size=None, class_names=None, max_images=None, progress=None):
+             flip=False, window_size=None, eval_crop_size=None, class_names=None, max_images=None,
+             progress=None):
     """Segments every image of a TFRecord split and scores the split's confusion matrix.
 
     Args:
@@ -90,6 +104,8 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
         num_classes: number of classes of the dataset (and of the model's logits).
         ignore_label: label value left out of the counts.
         scales, flip, window_size: inference options, see `inference.predict`.
+        eval_crop_size: (height, width) canvas every image is padded to, the original protocol
+            (`inference.predict`); None evaluates each image at its own size.
         class_names: names for the per-class entries (default "class_<i>").
         max_images: evaluate only the first this many images (a quick look, not a score).
         progress: optional callable ``progress(images_done, images_total)`` called after each
@@ -101,14 +117,15 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
 
     Raises:
         ValueError: the model has another number of classes, the pattern matches no file or only
-            empty files, or an image's label holds values outside [0, num_classes) other than
-            `ignore_label` (the message names the image).
+            empty files, an image's label holds values outside [0, num_classes) other than
+            `ignore_label`, or an image is larger than `eval_crop_size` (the message names the image).
     """
     if getattr(model, "num_classes", num_classes) != num_classes:
         raise ValueError(f"the model predicts {model.num_classes} classes but the split has "
                          f"{num_classes}: evaluate it on the dataset it was trained for.")
     total = count_examples(file_pattern, max_images=max_images)
-    predict_labels = make_predict_fn(model, scales=scales, flip=flip, window_size=window_size)
+    predict_labels = make_predict_fn(model, scales=scales, flip=flip, window_size=window_size,
+                                     eval_crop_size=eval_crop_size)
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32),
                                   tf.TensorSpec([1, None, None], tf.int32)])
@@ -131,16 +148,25 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
     return metrics
 
 
+def protocol_description(eval_crop_size):
+    """How the images were evaluated, for reports: "images padded to 513x513" or "images at their own size"."""
+    if eval_crop_size:
+        return f"images padded to {eval_crop_size[0]}x{eval_crop_size[1]}"
+    return "images at their own size"
+
+
 def checkpoint_step(prefix):
     """The training step of a checkpoint: the N of the trainer's ``ckpt-N`` prefixes, else 0."""
     match = re.search(r"-(\d+)$", prefix)
     return int(match.group(1)) if match else 0
 
 
-def default_output_dir(workdir, *, output_stride, scales=(1.0,), flip=False, precision="float32"):
-    """``<workdir>/eval_os<N>``, with ``_ms`` for multi-scale inputs, ``_flip`` for flips and ``_bf16``
-    for bfloat16 computation."""
-    suffix = (("_ms" if tuple(scales) != (1.0,) else "") + ("_flip" if flip else "")
+def default_output_dir(workdir, *, output_stride, scales=(1.0,), flip=False, precision="float32",
+                       eval_crop_size=None):
+    """``<workdir>/eval_os<N>``, with ``_crop<H>x<W>`` for the eval-crop protocol, ``_ms`` for
+    multi-scale inputs, ``_flip`` for flips and ``_bf16`` for bfloat16 computation."""
+    suffix = ((f"_crop{eval_crop_size[0]}x{eval_crop_size[1]}" if eval_crop_size else "")
+              + ("_ms" if tuple(scales) != (1.0,) else "") + ("_flip" if flip else "")
               + ("_bf16" if precision == "mixed_bfloat16" else ""))
     return os.path.join(workdir, f"eval_os{output_stride}{suffix}")
 
@@ -161,8 +187,8 @@ def write_results(output_dir, results, *, step):
 
 
 def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride=None,
-                        scales=(1.0,), flip=False, window_size=None, output_dir=None,
-                        max_images=None, progress=None, precision="float32"):
+                        scales=(1.0,), flip=False, window_size=None, eval_crop_size=None,
+                        output_dir=None, max_images=None, progress=None, precision="float32"):
     """Evaluates one checkpoint on a split and records the result at the checkpoint's step.
 
     Args:
@@ -172,6 +198,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
         output_stride: rebuild the model at this output stride (the paper trains at 16 and
             evaluates at 8); None keeps the trained one.
         scales, flip, window_size: inference options, see `inference.predict`.
+        eval_crop_size: see `evaluate`; recorded in the results and the default folder name.
         output_dir: where to write; default `default_output_dir` of the checkpoint's workdir.
         max_images, progress: see `evaluate`.
         precision: "float32", or "mixed_bfloat16" to compute in bfloat16 (about 2x faster on CPUs
@@ -190,17 +217,20 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
     start = time.monotonic()
     metrics = evaluate(model, file_pattern, num_classes=dataset_info.num_classes,
                        ignore_label=dataset_info.ignore_label, scales=scales, flip=flip,
-                       window_size=window_size, class_names=dataset_info.class_names,
+                       window_size=window_size, eval_crop_size=eval_crop_size,
+                       class_names=dataset_info.class_names,
                        max_images=max_images, progress=progress)
     seconds = time.monotonic() - start
     step = checkpoint_step(prefix)
     results = {
         "checkpoint": prefix, "step": step, "dataset": dataset_info.name,
         "eval_pattern": file_pattern, "output_stride": output_stride, "scales": list(scales),
-        "flip": flip, "window_size": window_size, "precision": precision, "seconds": seconds, **metrics,
+        "flip": flip, "window_size": window_size,
+        "eval_crop_size": list(eval_crop_size) if eval_crop_size else None,  # None: each image at its size
+        "precision": precision, "seconds": seconds, **metrics,
     }
-    output_dir = output_dir or default_output_dir(workdir, output_stride=output_stride,
-                                                  scales=scales, flip=flip, precision=precision)
+    output_dir = output_dir or default_output_dir(workdir, output_stride=output_stride, scales=scales,
+                                                  flip=flip, precision=precision, eval_crop_size=eval_crop_size)
     return results, write_results(output_dir, results, step=step)
 
 

@@ -9,9 +9,17 @@ from each scale and flipped images").
 
 A model is any callable ``model(images, training=False)`` taking float32 RGB images [B, H, W, 3] in
 0..255 and returning logits [B, h, w, C] (normally at the input size, h, w = H, W).
+
+With `eval_crop_size` it follows the release's evaluation protocol instead of running the image at its
+own size: the image is padded bottom/right to that fixed canvas (513 x 513 on PASCAL VOC, 1025 x 2049
+on Cityscapes) with the backbone's pad value, everything above runs on the canvas (so the image-level
+pooling and the scaled sizes are those of the canvas, as in the paper's "crop size 513 during both
+training and test"), and the prediction is cropped back to the image.
 """
 
 import tensorflow as tf
+
+from deeplab_tf.constants import MEAN_RGB
 
 # Corner-aligned bilinear resizing, as the original release resized images and logits: pixel i of an
 # n-pixel axis lands on i * (m - 1) / (n - 1) of an m-pixel one, so with `scaled_size` an image of
@@ -90,7 +98,31 @@ def sliding_window_logits(model, images, *, window_size, stride=None):
     return logits
 
 
-def predict(model, images, *, scales=(1.0,), flip=False, output="labels", window_size=None):
+def pad_to_canvas(images, canvas_size, pad_value=MEAN_RGB):
+    """Pads images [B, H, W, 3] bottom/right to `canvas_size` (H', W') with the RGB `pad_value`.
+
+    Raises:
+        InvalidArgumentError: an image is larger than the canvas (the release's evaluation fails there
+            too); the message names the eval crop size.
+    """
+    canvas_height, canvas_width = canvas_size
+    size = tf.shape(images)[1:3]
+    check = tf.debugging.assert_less_equal(
+        size, tf.constant([canvas_height, canvas_width]),
+        message=f"the image is larger than the eval crop size {canvas_height}x{canvas_width} (--eval_crop_size, "
+                "config.dataset.eval_crop_size): use one at least as large as the largest image (the paper's: "
+                "513,513 on PASCAL VOC, 1025,2049 on Cityscapes) or none to evaluate each image at its size")
+    with tf.control_dependencies([check]):
+        paddings = [[0, 0], [0, canvas_height - size[0]], [0, canvas_width - size[1]]]
+    # Channel by channel, so the padding holds the pad value exactly (no x - v + v rounding).
+    channels = [tf.pad(images[..., c], paddings, constant_values=value) for c, value in enumerate(pad_value)]
+    padded = tf.stack(channels, axis=-1)
+    padded.set_shape([images.shape[0], canvas_height, canvas_width, images.shape[3]])
+    return padded
+
+
+def predict(model, images, *, scales=(1.0,), flip=False, output="labels", window_size=None,
+            eval_crop_size=None, pad_value=MEAN_RGB):
     """Class labels or probabilities at the input size, averaged over scales and flips.
 
     With ``scales=(1.0,)`` and no flip this is exactly single-scale inference: the labels are the
@@ -105,6 +137,10 @@ def predict(model, images, *, scales=(1.0,), flip=False, output="labels", window
         output: "labels" (int32 [B, H, W]) or "probabilities" (float32 [B, H, W, C]).
         window_size: if set, run the model on overlapping tiles of this size
             (`sliding_window_logits`) instead of the whole (scaled) image.
+        eval_crop_size: (height, width) of the canvas the images are padded to (`pad_to_canvas`)
+            before anything else, the original evaluation protocol; the result is cropped back to the
+            input size. None runs the images at their own size.
+        pad_value: RGB value of the canvas padding: the model backbone's `resnet.pad_value`.
     """
     if output not in ("labels", "probabilities"):
         raise ValueError(f"output must be 'labels' or 'probabilities', got {output!r}")
@@ -112,6 +148,14 @@ def predict(model, images, *, scales=(1.0,), flip=False, output="labels", window
         raise ValueError(f"scales must be positive numbers, got {scales!r}")
     images = tf.cast(images, tf.float32)
     size = tf.shape(images)[1:3]
+    if eval_crop_size is not None:
+        if len(eval_crop_size) != 2 or min(eval_crop_size) <= 0:
+            raise ValueError(f"eval_crop_size must be (height, width) in pixels, got {eval_crop_size!r}")
+        on_canvas = predict(model, pad_to_canvas(images, eval_crop_size, pad_value), scales=scales, flip=flip,
+                            output=output, window_size=window_size)
+        cropped = on_canvas[:, :size[0], :size[1]]
+        cropped.set_shape(images.shape[:3].concatenate(on_canvas.shape[3:]))
+        return cropped
 
     def run(inputs):
         if window_size is None:

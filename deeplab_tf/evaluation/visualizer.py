@@ -69,7 +69,7 @@ def split_examples(file_pattern):
 
 
 def visualize(model, examples, output_dir, *, colormap, scales=(1.0,), flip=False,
-              window_size=None, train_id_to_label_id=False, total=None, progress=None):
+              window_size=None, eval_crop_size=None, train_id_to_label_id=False, total=None, progress=None):
     """Segments each image and writes its index, colour and overlay PNGs under `output_dir`.
 
     Args:
@@ -78,7 +78,7 @@ def visualize(model, examples, output_dir, *, colormap, scales=(1.0,), flip=Fals
             ``<output_dir>/{index,color,overlay}/<name>.png``, at the image's size.
         output_dir: root folder of the PNGs.
         colormap: anything `visualization.get_colormap` accepts.
-        scales, flip, window_size: inference options, see `inference.predict`.
+        scales, flip, window_size, eval_crop_size: inference options, see `inference.predict`.
         train_id_to_label_id: write the index PNGs as Cityscapes label ids.
         total: number of examples, for `progress`.
         progress: optional callable ``progress(images_done, total)`` after each image.
@@ -86,7 +86,8 @@ def visualize(model, examples, output_dir, *, colormap, scales=(1.0,), flip=Fals
     Returns:
         The number of images written.
     """
-    predict_labels = make_predict_fn(model, scales=scales, flip=flip, window_size=window_size)
+    predict_labels = make_predict_fn(model, scales=scales, flip=flip, window_size=window_size,
+                                     eval_crop_size=eval_crop_size)
     done = 0
     for name, image in examples:
         label = predict_labels(image[np.newaxis].astype(np.float32))[0].numpy()

@@ -13,8 +13,8 @@ HEADS = ("aspp", "cascade")
 class DeepLabV3(keras.Model):
     """DeepLabv3 for semantic segmentation.
 
-    Takes float RGB images in 0..255 of any size ([batch, H, W, 3]; the ImageNet mean is subtracted
-    inside) and returns float32 logits [batch, H, W, num_classes], upsampled bilinearly from the
+    Takes float RGB images in 0..255 of any size ([batch, H, W, 3]; normalised inside as the backbone's
+    checkpoint expects) and returns float32 logits [batch, H, W, num_classes], upsampled bilinearly from the
     `output_stride` feature map. The variables do not depend on `output_stride`, `multi_grid` rates or
     `atrous_rates`, so weights trained at one output stride load into the model built at another
     (train at 16, evaluate at 8: the paper's protocol).

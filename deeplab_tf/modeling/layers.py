@@ -3,8 +3,6 @@
 import keras
 import tensorflow as tf
 
-from deeplab_tf.constants import MEAN_RGB
-
 
 def same_padding(kernel_size, rate):
     """Symmetric explicit padding of TF-slim's `conv2d_same` for a kernel dilated by `rate`.
@@ -274,11 +272,29 @@ class ConvBN(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="deeplab_tf")
-class SubtractMean(keras.layers.Layer):
-    """Images in 0..255 RGB -> minus the ImageNet mean the ResNet checkpoints were trained with."""
+class NormalizeImages(keras.layers.Layer):
+    """Images in 0..255 RGB -> (images - mean) / std, the input scaling a backbone's checkpoint expects.
+
+    The pixel `mean` maps to exactly 0, which is why crops and evaluation canvases are padded with it.
+
+    Args:
+        mean: per-channel value subtracted (RGB).
+        std: divisor applied after the subtraction.
+    """
+
+    def __init__(self, mean, std=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = float(std)
 
     def call(self, images):
-        return images - tf.constant(MEAN_RGB, dtype=images.dtype)
+        centred = images - tf.constant(self.mean, dtype=images.dtype)
+        return centred if self.std == 1.0 else centred / tf.constant(self.std, dtype=images.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mean=self.mean, std=self.std)
+        return config
 
 
 def resize_bilinear(images, size):

@@ -12,7 +12,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from deeplab_tf.modeling.layers import ConvBN, SubtractMean
+from deeplab_tf.constants import MEAN_RGB, UNIT_RANGE_CENTRE
+from deeplab_tf.modeling.layers import ConvBN, NormalizeImages
 
 # Units per block for the two depths of the paper.
 _UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -44,6 +45,24 @@ def parse_backbone(name):
         raise ValueError(f"Unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.")
     parts = name.split("_")
     return int(parts[2]), ("beta" if name.endswith("_beta") else "standard")
+
+
+def input_normalization(name):
+    """(mean, std) of the inputs `name`'s ImageNet checkpoint was trained on: (x - mean) / std.
+
+    As the original release's `core/feature_extractor.py` preprocesses per network: the plain ResNets
+    subtract the ImageNet mean (`_preprocess_subtract_imagenet_mean`), the `_beta` ones map 0..255 to
+    [-1, 1] (`_preprocess_zero_mean_unit_range`, 2x / 255 - 1).
+    """
+    if parse_backbone(name)[1] == "beta":
+        return UNIT_RANGE_CENTRE, 127.5
+    return MEAN_RGB, 1.0
+
+
+def pad_value(name):
+    """The RGB value that pads training crops and evaluation canvases for backbone `name`: the pixel
+    its input normalisation maps to 0 (the release's `feature_extractor.mean_pixel`)."""
+    return input_normalization(name)[0]
 
 
 def max_output_stride(num_cascaded_blocks):
@@ -185,6 +204,8 @@ def resnet_v1_backbone(name="resnet_v1_101", *, output_stride=16, multi_grid=Non
                        fine_tune_batch_norm=True, fold_batch_norm=False):
     """Builds an atrous ResNet v1 as a Keras model: 0-255 RGB images -> last feature map.
 
+    The model normalises its inputs as its ImageNet checkpoint expects (`input_normalization`).
+
     Args:
         name: one of `BACKBONES`.
         output_stride: see `unit_specs`.
@@ -205,7 +226,8 @@ def resnet_v1_backbone(name="resnet_v1_101", *, output_stride=16, multi_grid=Non
                        weight_decay=weight_decay, fine_tune_batch_norm=fine_tune_batch_norm,
                        fold_batch_norm=fold_batch_norm)
     inputs = keras.Input(shape=(None, None, 3), name="images")
-    x = SubtractMean(name="subtract_mean")(inputs)
+    mean, std = input_normalization(name)
+    x = NormalizeImages(mean, std, name="normalize_images")(inputs)
     for layer in stem_layers(stem, **conv_kwargs):
         x = layer(x)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)

@@ -21,6 +21,7 @@ def default_config():
         name="pascal_voc_seg",       # Registry name (num_classes, ignore label, class names).
         train_pattern="",            # TFRecord glob(s) of the training split, e.g. <dir>/trainaug-*; commas join globs.
         eval_pattern="",             # TFRecord glob scored after training (trained OS, one scale), if set.
+        eval_crop_size=(),           # (H, W) canvas the evaluation pads each image to, as the release; (): own size.
         num_classes=0,               # 0: from the registry.
         ignore_label=255,
         bootstrap_classes=(),        # Hard classes duplicated in each epoch (section 4.3).

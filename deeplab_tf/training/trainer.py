@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from deeplab_tf import data, visualization, workdir as workdir_lib
 from deeplab_tf.data import faults
-from deeplab_tf.modeling import DeepLabV3
+from deeplab_tf.modeling import DeepLabV3, resnet
 from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbone
 from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.config import check_config
@@ -93,15 +93,18 @@ def initialize_from(model, path, *, exclude=("logits",)):
 
 
 def _evaluate_after_training(config, checkpoint):
-    """Scores `checkpoint` on config.dataset.eval_pattern at the trained output stride, one scale."""
+    """Scores `checkpoint` on config.dataset.eval_pattern at the trained output stride, one scale, on the
+    config.dataset.eval_crop_size canvas if set."""
     from deeplab_tf.evaluation import evaluator
 
     info = data.get_dataset_info(config.dataset.name)
     if info.num_classes != num_classes_of(config):
         info = dataclasses.replace(info, num_classes=num_classes_of(config), class_names=(), colormap="pascal")
-    results, path = evaluator.evaluate_checkpoint(checkpoint, config.dataset.eval_pattern, dataset_info=info)
+    crop = tuple(config.dataset.eval_crop_size) or None
+    results, path = evaluator.evaluate_checkpoint(checkpoint, config.dataset.eval_pattern, dataset_info=info,
+                                                  eval_crop_size=crop)
     return (f"Evaluation at output stride {results['output_stride']}: mIOU {results['mean_iou']:.4f} on "
-            f"{config.dataset.eval_pattern} -> {path}")
+            f"{config.dataset.eval_pattern} -> {path} ({evaluator.protocol_description(crop)})")
 
 
 def _check_finite(model, step, manager):
@@ -263,6 +266,7 @@ def _train(config, workdir, strategy, *, run_info, log):
 
     ps = is_parameter_server(strategy)
     train_patterns = config.dataset.train_pattern.split(",")  # Several globs, e.g. fine + coarse.
+    pad_value = resnet.pad_value(config.model.backbone)  # What the backbone's normalisation maps to 0.
 
     def dataset_fn(input_context):
         return data.train_dataset(
@@ -272,7 +276,7 @@ def _train(config, workdir, strategy, *, run_info, log):
             bootstrap_classes=tuple(config.dataset.bootstrap_classes),
             bootstrap_factor=config.dataset.bootstrap_factor, shuffle_buffer=train_cfg.shuffle_buffer,
             # Asynchronous workers all have input pipeline 0: unseeded, they draw different batches.
-            seed=None if ps else train_cfg.seed, input_context=input_context)
+            seed=None if ps else train_cfg.seed, input_context=input_context, pad_value=pad_value)
 
     step_fn = make_train_step(model, optimizer, global_step=global_step, ignore_label=config.dataset.ignore_label,
                               top_k_percent_pixels=train_cfg.top_k_percent_pixels,
@@ -282,7 +286,7 @@ def _train(config, workdir, strategy, *, run_info, log):
         sample_images, sample_labels = next(iter(data.train_dataset(
             train_patterns, batch_size=min(2, train_cfg.batch_size),
             crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
-            ignore_label=config.dataset.ignore_label)))
+            ignore_label=config.dataset.ignore_label, pad_value=pad_value)))
     colormap = visualization.get_colormap(info.colormap)
 
     if ps:

@@ -21,6 +21,10 @@ VOC_TRAINVAL = "tfrecords/voc2012/trainval-*"
 COCO_VOC_TRAIN = "tfrecords/coco_voc/train-*"
 CITYSCAPES_TRAIN_FINE = "tfrecords/cityscapes/train-*"
 
+# "Crop size 513 during both training and test": the original release pads every PASCAL VOC image
+# (at most 500 x 500) to this canvas for evaluation (its eval_crop_size); Cityscapes sets its own.
+VOC_EVAL_CROP_SIZE = (513, 513)
+
 # Section 4.2's cascaded models: logits right on the last block, no ASPP, no multi-grid (Tables 1-2;
 # Table 3 then varies the multi-grid).
 CASCADE = {"model.head": "cascade", "model.multi_grid": (1, 1, 1)}
@@ -39,7 +43,8 @@ def workdir(config_file, setting):
 def make(config_file, settings, setting, common=None):
     """`default_config()` with the `common` overrides, then those of `settings[setting]`.
 
-    Unless a setting says otherwise it trains on VOC trainaug from the backbone's ImageNet checkpoint.
+    Unless a setting says otherwise it trains on VOC trainaug from the backbone's ImageNet checkpoint
+    and evaluates (config.dataset.eval_pattern) on the 513 x 513 canvas.
     """
     name = os.path.basename(config_file)
     if setting not in settings:
@@ -52,6 +57,7 @@ def make(config_file, settings, setting, common=None):
     backbone = overrides.get("model.backbone", config.model.backbone)
     config.update_from_flattened_dict({
         "dataset.train_pattern": VOC_TRAINAUG,
+        "dataset.eval_crop_size": VOC_EVAL_CROP_SIZE,
         "train.init_checkpoint": imagenet_checkpoint(backbone),
         **overrides,
     })

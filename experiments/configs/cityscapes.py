@@ -12,6 +12,8 @@ COMMON = {
     "dataset.train_pattern": base.CITYSCAPES_TRAIN_FINE,
     "train.steps": 90000,
     "train.crop_size": (769, 769),
+    # The release evaluates the 1024 x 2048 images padded to 1025 x 2049 (its Cityscapes eval_crop_size).
+    "dataset.eval_crop_size": (1025, 2049),
 }
 SETTINGS = {
     "train_fine": {},

@@ -28,7 +28,9 @@ SETTINGS = {
     "stage2_trainval_os8": {**STAGE2, "train.init_checkpoint": base.workdir(__file__, "stage1_trainaug_os16")},
     # The paper gives no schedule for COCO: section 4.1's 30K steps (the original release's default
     # training_number_of_steps), about 8 epochs of its ~60K images.
-    "coco_pretrain": {"dataset.name": "coco_voc", "dataset.train_pattern": base.COCO_VOC_TRAIN},
+    # COCO images reach 640 pixels, beyond the 513 canvas: an evaluation there runs at their own size.
+    "coco_pretrain": {"dataset.name": "coco_voc", "dataset.train_pattern": base.COCO_VOC_TRAIN,
+                      "dataset.eval_crop_size": ()},
     "coco_stage1_trainaug_os16": {**AFTER_COCO, "train.init_checkpoint": base.workdir(__file__, "coco_pretrain")},
     "coco_stage2_trainval_os8_bootstrap": {
         **STAGE2, **AFTER_COCO,
