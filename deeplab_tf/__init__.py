@@ -7,7 +7,7 @@ for the command-line tools that only need to parse flags.
 Example:
     >>> import deeplab_tf
     >>> model = deeplab_tf.load_model("runs/voc_os16")
-    >>> labels = deeplab_tf.predict(model, images)
+    >>> labels = deeplab_tf.segment(model, "photo.jpg")  # [H, W] class ids
 """
 
 import importlib
@@ -29,6 +29,7 @@ _EXPORTS = {
     "eval_dataset": "data.pipeline",
     "image_label_pairs": "data.keras_inputs",
     "predict": "evaluation.inference",
+    "segment": "evaluation.segment",
     "evaluate": "evaluation.evaluator",
 }
 

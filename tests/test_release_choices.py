@@ -39,15 +39,21 @@ def test_aspp_is_glorot_uniform_logits_truncated_normal_backbone_he_normal(model
 
 
 def test_sgd_step_doubles_the_bias_gradient_only(model):
+    """The logits bias moves by 2x its plain gradient (the loss's gradient with respect to the logits
+    layer's output, summed over pixels); the logits kernel and a batch-norm beta move by 1x. The model
+    carries the multiplier, so deeplab-train's step and Keras fit both apply it."""
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (2, 33, 33, 3)), tf.float32)
     labels = tf.constant(rng.integers(0, 3, (2, 33, 33)), tf.int32)
     before = {v.path: v.numpy() for v in model.trainable_variables}
+    with_logits = keras.Model(model.inputs, [model.outputs[0], model.get_layer("logits").output])
     with tf.GradientTape() as tape:
-        loss_sum, num_pixels = segmentation_loss_terms(labels, model(images, training=True))
+        outputs, logits = with_logits(images, training=True)
+        loss_sum, num_pixels = segmentation_loss_terms(labels, outputs)
         loss = loss_sum / num_pixels
-    gradients = tape.gradient(loss, model.trainable_variables)
+    gradients = tape.gradient(loss, model.trainable_variables + [logits])
     plain = {v.path: g.numpy() for v, g in zip(model.trainable_variables, gradients)}
+    plain_bias = tf.reduce_sum(gradients[-1], axis=[0, 1, 2]).numpy()
 
     learning_rate = 0.5
     optimizer = keras.optimizers.SGD(learning_rate)
@@ -57,8 +63,9 @@ def test_sgd_step_doubles_the_bias_gradient_only(model):
     applied = {v.path: (before[v.path] - v.numpy()) / learning_rate for v in model.trainable_variables}
 
     bias, kernel, beta = "logits/bias", "logits/kernel", "aspp/projection/bn/beta"
-    assert np.abs(plain[bias]).max() > 1e-3
-    np.testing.assert_allclose(applied[bias], 2.0 * plain[bias], rtol=1e-4, atol=1e-7)
+    assert np.abs(plain_bias).max() > 1e-3
+    np.testing.assert_allclose(plain[bias], 2.0 * plain_bias, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(applied[bias], 2.0 * plain_bias, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(applied[kernel], plain[kernel], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(applied[beta], plain[beta], rtol=1e-4, atol=1e-7)
     assert [p for p in plain if p.endswith("/bias")] == [bias]

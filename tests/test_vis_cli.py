@@ -177,3 +177,49 @@ def test_empty_and_non_image_files_name_the_file_and_only_real_flags(data, tmp_p
     assert text.startswith(f"deeplab-vis: {tmp_path / 'notes.png'}: {message}")
     assert "BytesIO" not in text
     assert "--" not in text  # deeplab-vis has no flag that skips bad files
+
+
+def test_segment_from_python_equals_the_vis_pngs_for_paths_pil_images_and_arrays(data):
+    """deeplab_tf.segment on a path, a PIL image or a numpy array of odd sizes gives deeplab-vis's index
+    PNG, also with scales, flip and the eval crop; probabilities are at the image's size and their argmax
+    is the label map."""
+    import deeplab_tf
+
+    options = dict(eval_scales="0.75,1.0", flip=True, eval_crop_size="49,49")
+    output_dir = str(data["root"] / "out_segment")
+    run_main(vis_cli, checkpoint=data["workdir"], image_dir=data["images"], output_dir=output_dir, **options)
+    model = deeplab_tf.load_model(data["workdir"])
+    kwargs = dict(scales=(0.75, 1.0), flip=True, eval_crop_size=(49, 49))
+    for name in ("photo", "grey", "alpha", "sub/palette"):
+        expected = np.asarray(Image.open(os.path.join(output_dir, "index", name + ".png")))
+        path = next(p for p in (data["root"] / "images" / f"{name}{ext}" for ext in (".jpg", ".png")) if p.exists())
+        # A PIL image arrives decoded: PNGs decode alike everywhere, but Pillow's JPEG decoder differs
+        # from TensorFlow's (which deeplab-vis and the records use) by a grey level here and there.
+        pil = [Image.open(path)] if path.suffix == ".png" else []
+        for image in (str(path), path, *pil, visualizer.read_rgb_image(str(path))):
+            labels = deeplab_tf.segment(model, image, **kwargs)
+            assert labels.dtype == np.int32, name
+            np.testing.assert_array_equal(labels, expected, err_msg=f"{name}: {type(image).__name__}")
+    with Image.open(data["root"] / "images" / "photo.jpg") as photo:
+        np.testing.assert_array_equal(deeplab_tf.segment(model, photo, **kwargs),
+                                      deeplab_tf.segment(model, np.asarray(photo), **kwargs))
+    probabilities = deeplab_tf.segment(model, RGB, output="probabilities", **kwargs)
+    assert probabilities.shape == RGB.shape[:2] + (21,)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(-1), deeplab_tf.segment(model, RGB, **kwargs))
+    # Greyscale arrays and float arrays in 0..255 are images too.
+    np.testing.assert_array_equal(deeplab_tf.segment(model, GREY), deeplab_tf.segment(model, np.dstack([GREY] * 3)))
+    np.testing.assert_array_equal(deeplab_tf.segment(model, RGB.astype(np.float32)), deeplab_tf.segment(model, RGB))
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((2, 9, 9, 3), np.uint8), "for a batch, call deeplab_tf.predict"),
+    (np.ones((9, 9, 3), np.float32) * 2.0 - 3.0, "scale images in 0..1 by 255"),
+    ([[0, 1]], "a file path, a PIL image or a numpy array"),
+])
+def test_segment_refuses_what_is_not_one_image(data, image, message):
+    import deeplab_tf
+
+    model = deeplab_tf.load_model(data["workdir"])
+    with pytest.raises((ValueError, TypeError), match=message):
+        deeplab_tf.segment(model, image)

@@ -55,17 +55,18 @@ def model_pad_value(model):
     return pad_value(backbone) if backbone else MEAN_RGB
 
 
-def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None):
-    """`inference.predict` labels of one image, traced once for every image size.
+def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None, output="labels"):
+    """`inference.predict` of one image, traced once for every image size.
 
     With `eval_crop_size` the image is padded to that canvas with `model_pad_value(model)`.
 
     Returns:
-        A function float32 [1, H, W, 3] (RGB, 0..255) -> int32 [1, H, W].
+        A function float32 [1, H, W, 3] (RGB, 0..255) -> int32 labels [1, H, W] (or float32
+        probabilities [1, H, W, C] with ``output="probabilities"``).
     """
     canvas = dict(eval_crop_size=tuple(eval_crop_size), pad_value=model_pad_value(model)) if eval_crop_size else {}
     return tf.function(
-        lambda images: inference.predict(model, images, scales=scales, flip=flip,
+        lambda images: inference.predict(model, images, scales=scales, flip=flip, output=output,
                                          window_size=window_size, **canvas),
         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
 

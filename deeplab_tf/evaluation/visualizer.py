@@ -11,9 +11,8 @@ import numpy as np
 from deeplab_tf import visualization
 from deeplab_tf.data import eval_dataset, image_io
 from deeplab_tf.data.errors import DataError
-from deeplab_tf.data.tfrecord import decode_image
-from deeplab_tf.data.validation import read_image
-from deeplab_tf.evaluation.evaluator import count_examples, make_predict_fn
+from deeplab_tf.evaluation.evaluator import count_examples
+from deeplab_tf.evaluation.segment import read_rgb_image, segment
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -38,18 +37,6 @@ def image_files(image_dir):
         if len(group) > 1:  # both would be written as <stem>.png
             raise DataError(image_io.same_stem_message([os.path.join(image_dir, p) for p in group]))
     return paths
-
-
-def read_rgb_image(path):
-    """An image file as uint8 RGB [H, W, 3], as training reads images: upright by its EXIF
-    orientation, greyscale replicated, alpha dropped, palettes looked up, 16-bit scaled to 8 bits
-    (through the converter's `read_image`, so exactly what a converted record holds).
-
-    Raises:
-        data.DataError: the file cannot be read or decoded (the message names it).
-    """
-    encoded, _, _ = read_image(path)
-    return decode_image(encoded).numpy()
 
 
 def folder_examples(image_dir):
@@ -86,11 +73,10 @@ def visualize(model, examples, output_dir, *, colormap, scales=(1.0,), flip=Fals
     Returns:
         The number of images written.
     """
-    predict_labels = make_predict_fn(model, scales=scales, flip=flip, window_size=window_size,
-                                     eval_crop_size=eval_crop_size)
     done = 0
     for name, image in examples:
-        label = predict_labels(image[np.newaxis].astype(np.float32))[0].numpy()
+        label = segment(model, image, scales=scales, flip=flip, window_size=window_size,
+                        eval_crop_size=eval_crop_size)
         visualization.save_prediction(output_dir, name, image, label, colormap=colormap,
                                       train_id_to_label_id=train_id_to_label_id)
         done += 1

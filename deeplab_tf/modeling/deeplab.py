@@ -7,6 +7,7 @@ from deeplab_tf.modeling.layers import AtrousConv2D, ResizeLike
 from deeplab_tf.modeling.resnet import resnet_v1_backbone
 
 HEADS = ("aspp", "cascade")
+BIAS_GRADIENT_MULTIPLIER = 2.0
 
 
 @keras.saving.register_keras_serializable(package="deeplab_tf")
@@ -68,8 +69,11 @@ class DeepLabV3(keras.Model):
                             **bn_kwargs)(features)
         # Logits and the upsampled output stay float32 under mixed precision. The paper does not give the
         # initialisers; the release's: truncated normal (stddev 0.01) kernel, zero bias (AtrousConv2D's).
+        # The release also doubles the gradient of every `biases` variable (utils/train_utils.py,
+        # get_model_gradient_multipliers); only this layer has one (batch norm's beta is not one).
         logits = AtrousConv2D(
             num_classes, 1, use_bias=True, name="logits", dtype="float32",
+            bias_gradient_multiplier=BIAS_GRADIENT_MULTIPLIER,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),
             kernel_regularizer=keras.regularizers.L2(weight_decay / 2) if weight_decay else None,
         )(features)

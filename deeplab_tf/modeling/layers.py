@@ -91,6 +91,16 @@ def atrous_conv2d(inputs, kernel, rate):
     return convolve(inputs, kernel)
 
 
+def scale_gradient(x, factor):
+    """`x` unchanged in the forward pass; its gradient multiplied by `factor` in the backward pass."""
+
+    @tf.custom_gradient
+    def identity(value):
+        return tf.identity(value), lambda upstream: upstream * factor
+
+    return identity(tf.convert_to_tensor(x))  # a tensor: custom_gradient would treat a variable apart
+
+
 @keras.saving.register_keras_serializable(package="deeplab_tf")
 class AtrousConv2D(keras.layers.Layer):
     """2-D convolution with stride or atrous rate, on the direct `tf.nn.conv2d(dilations=r)` path.
@@ -106,10 +116,14 @@ class AtrousConv2D(keras.layers.Layer):
         rate: atrous rate (dilation), paper eq. (1).
         use_bias: add a bias (only the logits layer does; the others are followed by BN).
         kernel_initializer, kernel_regularizer: as in `keras.layers.Conv2D`.
+        bias_gradient_multiplier: the bias's gradient is multiplied by this (the bias trains at that
+            multiple of the learning rate, in deeplab-train and in Keras `fit` alike); the forward pass
+            is unchanged.
     """
 
     def __init__(self, filters, kernel_size, *, strides=1, rate=1, use_bias=False,
-                 kernel_initializer="he_normal", kernel_regularizer=None, **kwargs):
+                 kernel_initializer="he_normal", kernel_regularizer=None, bias_gradient_multiplier=1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if strides > 1 and rate > 1:
             raise ValueError("AtrousConv2D: use either a stride or an atrous rate, not both.")
@@ -120,6 +134,7 @@ class AtrousConv2D(keras.layers.Layer):
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_gradient_multiplier = bias_gradient_multiplier
 
     def build(self, input_shape):
         self.kernel = self.add_weight(
@@ -133,7 +148,10 @@ class AtrousConv2D(keras.layers.Layer):
     def call(self, inputs):
         outputs = self.convolve(inputs, self.kernel)
         if self.bias is not None:
-            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
+            bias = self.bias
+            if self.bias_gradient_multiplier != 1.0:
+                bias = scale_gradient(bias, self.bias_gradient_multiplier)
+            outputs = tf.nn.bias_add(outputs, tf.cast(bias, outputs.dtype))
         return outputs
 
     def convolve(self, inputs, kernel):
@@ -166,6 +184,7 @@ class AtrousConv2D(keras.layers.Layer):
             use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            bias_gradient_multiplier=self.bias_gradient_multiplier,
         )
         return config
 

@@ -6,16 +6,6 @@ import tensorflow as tf
 from deeplab_tf.constants import IGNORE_LABEL
 from deeplab_tf.training.losses import resize_labels_nearest, segmentation_loss_terms
 
-# The paper does not say; the original release doubles the gradient, so the learning rate, of every
-# variable named `biases` (utils/train_utils.py, get_model_gradient_multipliers). Here, as there, only the
-# logits convolution has a bias; batch norm's beta is not one.
-BIAS_GRADIENT_MULTIPLIER = 2.0
-
-
-def gradient_multipliers(variables):
-    """The factor each variable's gradient is multiplied by before the optimizer applies it."""
-    return [BIAS_GRADIENT_MULTIPLIER if variable.name == "bias" else 1.0 for variable in variables]
-
 
 def _global_sum(value):
     """Sum over the replicas of the step (identity with one replica, e.g. a parameter-server worker)."""
@@ -31,8 +21,8 @@ def make_train_step(model, optimizer, *, global_step, ignore_label=IGNORE_LABEL,
 
     The cross-entropy is averaged over the valid pixels of the global batch: each replica divides
     its sum by the all-reduced pixel count, and Keras' optimizer sums the replicas' gradients. The
-    weight-decay terms (`model.losses`) are split evenly across replicas for the same reason. Bias
-    gradients are doubled as in the original release (`gradient_multipliers`).
+    weight-decay terms (`model.losses`) are split evenly across replicas for the same reason. The logits
+    bias's gradient arrives doubled, as in the original release (the model's logits layer does it).
 
     Args:
         model: a `DeepLabV3` (logits at the input size).
@@ -45,7 +35,6 @@ def make_train_step(model, optimizer, *, global_step, ignore_label=IGNORE_LABEL,
             False downsamples the labels to the logits instead.
     """
     logits_model = model if upsample_logits else keras.Model(model.inputs, model.get_layer("logits").output)
-    multipliers = gradient_multipliers(model.trainable_variables)
 
     def step(images, labels):
         with tf.GradientTape() as tape:
@@ -60,7 +49,6 @@ def make_train_step(model, optimizer, *, global_step, ignore_label=IGNORE_LABEL,
             total_loss = loss + tf.cast(regularization, tf.float32)
             scaled = optimizer.scale_loss(total_loss)  # Identity unless a LossScaleOptimizer (float16).
         gradients = tape.gradient(scaled, model.trainable_variables)
-        gradients = [g if m == 1.0 else g * m for g, m in zip(gradients, multipliers)]
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         global_step.assign_add(1)
         return {"loss": loss, "regularization": tf.cast(regularization, tf.float32), "total_loss": total_loss}
