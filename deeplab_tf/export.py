@@ -39,6 +39,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
 # Label value of the padding around images smaller than the batch's largest one.
 LABEL_PADDING = -1
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_FORMATS = "JPEG, PNG, GIF, BMP or WebP"  # What tf.io.decode_image reads.
 
 
 def _stored_weights(model, dtype):
@@ -65,17 +66,45 @@ def _check_batch_size(batch_size):
     return tf.debugging.assert_greater(batch_size, 0, message="Empty batch: send at least one image.")
 
 
-def _check_pixels(height, width, max_pixels):
+def _refuse_unless(condition, message, index=None):
+    """InvalidArgument with `message` unless `condition`; with an `index`, the message names that
+    element of the batch ("image <index> of the batch: ..."), built in the graph."""
+    if index is None:
+        return tf.debugging.Assert(condition, [message])
+    return tf.debugging.Assert(condition, [tf.strings.join([tf.strings.format("image {} of the batch: ", index),
+                                                            message])])
+
+
+def _check_pixels(height, width, max_pixels, index=None):
     """InvalidArgument unless height * width <= max_pixels (int64: PNG headers allow 2^31 per side)."""
     pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
-    return tf.debugging.assert_less_equal(
-        pixels, tf.constant(max_pixels, tf.int64),
-        message=f"Image too large: more than max_image_pixels={max_pixels} pixels (set at export); "
-                f"downscale it before sending.")
+    too_large = (f"too large: more than max_image_pixels={max_pixels} pixels (set at export); downscale it "
+                 f"before sending.")
+    return _refuse_unless(pixels <= max_pixels, too_large if index is not None else "Image " + too_large, index)
+
+
+def _or_fallback(fn, value, fallback):
+    """fn(value), or `fallback` when fn raises: a one-element tf.data pipeline drops the failed element,
+    so a corrupt image can be reported with its batch index instead of the decoder's bare error."""
+    return (tf.data.Dataset.from_tensors(value).map(fn).ignore_errors()
+            .concatenate(tf.data.Dataset.from_tensors(fallback)).take(1).get_single_element())
+
+
+def _is_image_format(image_bytes):
+    """Whether the bytes start with the signature of a format `tf.io.decode_image` reads."""
+    head = tf.strings.join([tf.strings.substr(image_bytes, 0, 12), b"\0" * 12])  # At least 12 bytes to slice.
+
+    def starts_with(prefix, position=0):
+        return tf.equal(tf.strings.substr(head, position, len(prefix)), prefix)
+
+    webp = tf.logical_and(starts_with(b"RIFF"), starts_with(b"WEBP", 8))
+    return tf.reduce_any(tf.stack([starts_with(b"\xff\xd8\xff"), starts_with(_PNG_SIGNATURE), starts_with(b"GIF8"),
+                                   starts_with(b"BM"), webp]))
 
 
 def _header_size(image_bytes):
-    """(height, width) read from a JPEG or PNG header without decoding; (0, 0) for other formats."""
+    """(height, width) read from a JPEG or PNG header without decoding; (0, 0) for other formats and
+    for headers that cannot be read (decoding then fails and says so)."""
     is_png = tf.logical_and(tf.strings.length(image_bytes) >= 24,
                             tf.equal(tf.strings.substr(image_bytes, 0, 8), _PNG_SIGNATURE))
 
@@ -85,22 +114,32 @@ def _header_size(image_bytes):
         return width_height[1], width_height[0]
 
     def jpeg_size():
-        shape = tf.image.extract_jpeg_shape(image_bytes)
+        shape = _or_fallback(tf.image.extract_jpeg_shape, image_bytes, tf.zeros([3], tf.int32))
         return shape[0], shape[1]
 
     return tf.case([(is_png, png_size), (tf.io.is_jpeg(image_bytes), jpeg_size)],
                    default=lambda: (tf.constant(0), tf.constant(0)))
 
 
-def _decode_image(image_bytes, max_image_pixels):
-    """Encoded image -> float32 [H, W, 3] RGB in 0..255; InvalidArgument if corrupt or too large.
+def _decode_image(image_bytes, max_image_pixels, index):
+    """Encoded image -> float32 [H, W, 3] RGB in 0..255.
 
-    JPEG and PNG sizes are checked from their headers, so a small file that would decode to gigabytes
-    is refused without allocating them; other formats are checked after decoding.
+    Raises InvalidArgument naming element `index` of the batch when the bytes are empty, not an image,
+    corrupt or too large. JPEG and PNG sizes are checked from their headers, so a small file that would
+    decode to gigabytes is refused without allocating them; other formats are checked after decoding.
     """
-    with tf.control_dependencies([_check_pixels(*_header_size(image_bytes), max_image_pixels)]):
-        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    with tf.control_dependencies([_check_pixels(tf.shape(image)[0], tf.shape(image)[1], max_image_pixels)]):
+    # Each check runs after the one before, so that the message says the first thing wrong.
+    with tf.control_dependencies([_refuse_unless(tf.strings.length(image_bytes) > 0, "empty (0 bytes).", index)]):
+        check = _refuse_unless(_is_image_format(image_bytes), f"not a {_FORMATS} file.", index)
+    with tf.control_dependencies([check]):
+        check = _check_pixels(*_header_size(image_bytes), max_image_pixels, index)
+    with tf.control_dependencies([check]):
+        image = _or_fallback(lambda data: tf.io.decode_image(data, channels=3, expand_animations=False),
+                             image_bytes, tf.zeros([0, 0, 3], tf.uint8))
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    checks = [_refuse_unless(height * width > 0, "corrupt or truncated: it cannot be decoded.", index),
+              _check_pixels(height, width, max_image_pixels, index)]
+    with tf.control_dependencies(checks):
         return tf.cast(image, tf.float32)
 
 
@@ -138,8 +177,8 @@ def _serving_module(model, settings):
         with tf.control_dependencies([_check_batch_size(shape[0]), _check_pixels(shape[1], shape[2], max_pixels)]):
             return outputs(images)
 
-    def predict_one(image_bytes):
-        image = _decode_image(image_bytes, max_pixels)
+    def predict_one(index_and_bytes):
+        image = _decode_image(index_and_bytes[1], max_pixels, index_and_bytes[0])
         ragged = {key: tf.RaggedTensor.from_tensor(value[0], ragged_rank=1)
                   for key, value in outputs(image[tf.newaxis]).items()}
         return {**ragged, "heights": tf.shape(image)[0], "widths": tf.shape(image)[1]}
@@ -155,7 +194,9 @@ def _serving_module(model, settings):
         with tf.control_dependencies([_check_batch_size(tf.size(image_bytes))]):
             image_bytes = tf.identity(image_bytes)
         # One image at a time: sizes differ, and it bounds the memory to one image's activations.
-        results = tf.map_fn(predict_one, image_bytes, parallel_iterations=1, fn_output_signature=output_signature)
+        # The index goes along so that a bad image's error names its place in the batch.
+        results = tf.map_fn(predict_one, (tf.range(tf.size(image_bytes)), image_bytes), parallel_iterations=1,
+                            fn_output_signature=output_signature)
         results["labels"] = results["labels"].to_tensor(default_value=LABEL_PADDING)
         if with_probabilities:
             results["probabilities"] = results["probabilities"].to_tensor(default_value=0.0)

@@ -98,10 +98,14 @@ def _assert_labels_match(labels, probabilities, tie=1e-3):
     assert len(np.unique(labels)) > 1, "a constant label map would not test anything"
 
 
-def _saved_model_cli(*args):
+def _run_saved_model_cli(*args):
     script = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable))
     command = [script] if script else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-    result = subprocess.run([*command, *args], capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300)
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300)
+
+
+def _saved_model_cli(*args):
+    result = _run_saved_model_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -208,15 +212,10 @@ def _bmp(height, width):
 
 
 @pytest.mark.parametrize("signature, request_value, message", [
-    ("serving_default", [b"not an image"], "Unknown image file format"),
-    ("serving_default", [tf.io.encode_jpeg(_pattern_image(33, 29, 1)).numpy()[:200]], "JPEG"),
     ("serving_default", [], "Empty batch"),
-    ("serving_default", [_png_claiming_size(50_000, 50_000)], "Image too large"),
-    ("serving_default", [_bmp(81, 81)], "Image too large"),  # no header check: refused after decoding
     ("predict_images", np.zeros([0, 9, 9, 3], np.float32), "Empty batch"),
     ("predict_images", np.zeros([1, 81, 81, 3], np.float32), "Image too large"),
-], ids=["not_an_image", "truncated_jpeg", "empty_batch", "huge_png_header", "large_bmp", "empty_float_batch",
-        "large_float_image"])
+], ids=["empty_batch", "empty_float_batch", "large_float_image"])
 def test_bad_requests_are_invalid_argument_and_the_model_keeps_serving(
         loaded, image_files, signature, request_value, message):
     function = loaded.signatures[signature]
@@ -224,9 +223,44 @@ def test_bad_requests_are_invalid_argument_and_the_model_keeps_serving(
     request = tf.constant(request_value, tf.string) if argument == "image_bytes" else tf.constant(request_value)
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         function(**{argument: request})
+    _assert_serves(loaded, image_files)
+
+
+def _assert_serves(loaded, image_files):
     _, data, image = image_files[1]
     assert loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([data]))["labels"].shape == (
         1, *image.shape[:2])
+
+
+_JPEG = tf.io.encode_jpeg(_pattern_image(33, 29, 1)).numpy()
+
+
+@pytest.mark.parametrize("bad_image, message", [
+    (b"", "empty"),
+    (b"not an image", "not a JPEG, PNG, GIF, BMP or WebP file"),
+    (b"GIF", "not a JPEG"),  # shorter than any signature
+    (_JPEG[:200], "corrupt or truncated"),
+    (_JPEG[:8], "corrupt or truncated"),  # not even a readable header
+    (tf.io.encode_png(_pattern_image(20, 20, 2)).numpy()[:-30], "corrupt or truncated"),
+    (_png_claiming_size(50_000, 50_000), "too large: more than max_image_pixels"),
+    (_bmp(81, 81), "too large: more than max_image_pixels"),  # no header check: refused after decoding
+], ids=["empty", "not_an_image", "short_bytes", "truncated_jpeg", "truncated_jpeg_header", "truncated_png",
+        "huge_png_header", "large_bmp"])
+def test_a_bad_image_in_a_batch_is_named_by_its_index(loaded, image_files, bad_image, message):
+    """The batch fails as a whole (InvalidArgument), and the error says which element and what is wrong."""
+    good = [data for _, data, _ in image_files]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"image 2 of the batch: {message}"):
+        loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([*good, bad_image, good[0]]))
+    _assert_serves(loaded, image_files)
+
+
+def test_saved_model_cli_run_names_the_bad_image_of_a_batch(exported, image_files, tmp_path):
+    """The session loader (as TF Serving's) runs the per-image checks too."""
+    np.save(tmp_path / "request.npy", np.array([image_files[0][1], b""], dtype=object))
+    result = _run_saved_model_cli(
+        "run", "--dir", exported, "--tag_set", "serve", "--signature_def", export.SERVING_SIGNATURE,
+        "--inputs", f"image_bytes={tmp_path / 'request.npy'}", "--outdir", str(tmp_path / "out"))
+    assert result.returncode != 0 and "image 1 of the batch: empty (0 bytes)" in result.stderr, result.stderr[-3000:]
 
 
 def test_bfloat16_weights_with_sliding_windows_nearly_keep_the_labels(model, exported, image_files, tmp_path):
