@@ -44,15 +44,22 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     mask = Image.open(voc / "SegmentationClass" / "train_00000.png")
     assert mask.mode == "P"
 
-    # Three evaluations, each with its JSON, and the report.
+    # Four evaluations, each with its JSON, three on the release's canvas and one at the images' size,
+    # and the report saying which protocol gave each number.
     mious = [float(m) for m in re.findall(r"^  OS .*?: mIOU ([\d.]+) -> ", output, re.MULTILINE)]
-    assert len(mious) == 3 and all(0.0 <= m <= 1.0 for m in mious)
+    assert len(mious) == 4 and all(0.0 <= m <= 1.0 for m in mious)
     workdir = workspace / "runs" / "demo"
-    for name in ("eval_os16", "eval_os8", "eval_os8_ms_flip"):
+    canvas = list(dataset.EVAL_CROP_SIZE)
+    crop = f"_crop{canvas[0]}x{canvas[1]}"
+    for name, eval_crop_size in ((f"eval_os16{crop}", canvas), (f"eval_os8{crop}", canvas),
+                                 (f"eval_os8{crop}_ms_flip", canvas), ("eval_os16", None)):
         results = json.load(open(workdir / name / "metrics-3.json"))
         assert results["step"] == 3 and results["num_images"] == 3
-    assert json.load(open(workdir / "eval_os8_ms_flip" / "metrics-3.json"))["scales"] == [0.75, 1.0]
+        assert results["eval_crop_size"] == eval_crop_size
+    assert json.load(open(workdir / f"eval_os8{crop}_ms_flip" / "metrics-3.json"))["scales"] == [0.75, 1.0]
     assert "DeepLabv3 demo: results on the val split" in output and "Per class" in output
+    assert f"images padded to {canvas[0]}x{canvas[1]}, the original release's protocol" in output
+    assert "OS 16, images at their own size" in output
 
     # Predictions and the served SavedModel, at the images' own size.
     for kind in ("index", "color", "overlay"):

@@ -24,6 +24,10 @@ SPLITS = INFO.splits
 # Hue (degrees) of each object class; objects vary around it by +-15 degrees.
 _HUES = {1: 0, 2: 120, 3: 220, 4: 45, 5: 290}
 IMAGE_SIZE = (144, 192)  # height, width
+# The canvas the demo evaluates on, as the original release pads PASCAL VOC images to 513 x 513: the
+# smallest size of the form 16k + 1 (513 = 32 * 16 + 1) holding the images, where corner-aligned
+# resizing keeps the output-stride-16 feature grid on pixel centres.
+EVAL_CROP_SIZE = (145, 193)
 
 
 def _hsv_to_rgb(hue, saturation, value):

@@ -11,7 +11,6 @@ import os
 import shutil
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
@@ -53,16 +52,14 @@ def demo_config(tfrecord_dir, *, steps=300, batch_size=8, crop_size=113):
 def train_demo(tfrecord_dir, workdir, *, steps=300, log=print, **config_kwargs):
     """Trains the demo's model (`demo_config(tfrecord_dir, steps=steps, **config_kwargs)`) into `workdir`.
 
-    Two calls start from the same weights and see the same batches: the input pipeline's shuffles and
-    augmentations are seeded by config.train.seed, and the initial weights, drawn from Keras' global
-    generator, are seeded here with it. (At the demo's size the runs still part in the last bits from
-    the first updates on: see README.md, "The demo".)
+    Two calls start from the same weights and see the same batches: the trainer seeds the initial
+    weights, shuffles and augmentations with config.train.seed. (At the demo's size the runs still
+    part in the last bits from the first updates on: see README.md, "The demo".)
 
     Returns:
         (the config, the trainer's summary dict).
     """
     config = demo_config(tfrecord_dir, steps=steps, **config_kwargs)
-    keras.utils.set_random_seed(config.train.seed)
     return config, train(config, workdir, log=log)
 
 
@@ -86,10 +83,11 @@ def _stage(log, number, title):
     return time.monotonic()
 
 
-def _evaluate(workdir, eval_pattern, info, *, output_stride, scales, flip, log):
+def _evaluate(workdir, eval_pattern, info, *, output_stride, scales, flip, eval_crop_size, log):
     """Evaluates the latest checkpoint, or reads the JSON an earlier run wrote for it."""
     _, prefix = workdir_lib.resolve_checkpoint(workdir)
-    output_dir = evaluator.default_output_dir(workdir, output_stride=output_stride, scales=scales, flip=flip)
+    output_dir = evaluator.default_output_dir(workdir, output_stride=output_stride, scales=scales, flip=flip,
+                                              eval_crop_size=eval_crop_size)
     cached = os.path.join(output_dir, f"metrics-{evaluator.checkpoint_step(prefix)}.json")
     if os.path.exists(cached):
         with open(cached) as f:
@@ -97,7 +95,8 @@ def _evaluate(workdir, eval_pattern, info, *, output_stride, scales, flip, log):
     progress = evaluator.ProgressPrinter(f"  eval OS {output_stride}{' multi-scale + flip' if flip else ''}",
                                          stream=_LogStream(log))
     return evaluator.evaluate_checkpoint(prefix, eval_pattern, dataset_info=info, output_stride=output_stride,
-                                         scales=scales, flip=flip, progress=progress)
+                                         scales=scales, flip=flip, eval_crop_size=eval_crop_size,
+                                         output_dir=output_dir, progress=progress)
 
 
 class _LogStream:
@@ -149,13 +148,17 @@ def run_demo(root, *, steps=300, num_train_images=None, num_val_images=None, eva
     config, summary = train_demo(space.tfrecords, space.workdir, steps=steps, log=lambda line: log("  " + line))
     log(f"  {summary['checkpoint']} ({time.monotonic() - t:.0f} s)")
 
-    t = _stage(log, 4, "Evaluation on the val split: OS 16, OS 8, OS 8 with multi-scale inputs and flips")
-    settings = [("OS 16", 16, (1.0,), False), ("OS 8", 8, (1.0,), False),
-                (f"OS 8, scales {','.join(f'{s:g}' for s in eval_scales)} + flip", 8, tuple(eval_scales), True)]
+    canvas = dataset.EVAL_CROP_SIZE
+    t = _stage(log, 4, f"Evaluation on the val split, {evaluator.protocol_description(canvas)} as the original "
+                       f"release evaluates: OS 16, OS 8, OS 8 with multi-scale inputs and flips")
+    settings = [("OS 16", 16, (1.0,), False, canvas), ("OS 8", 8, (1.0,), False, canvas),
+                (f"OS 8, scales {','.join(f'{s:g}' for s in eval_scales)} + flip", 8, tuple(eval_scales), True,
+                 canvas),
+                ("OS 16, images at their own size", 16, (1.0,), False, None)]
     evaluations = []
-    for name, output_stride, scales, flip in settings:
+    for name, output_stride, scales, flip, eval_crop_size in settings:
         results, path = _evaluate(space.workdir, config.dataset.eval_pattern, info, output_stride=output_stride,
-                                  scales=scales, flip=flip, log=log)
+                                  scales=scales, flip=flip, eval_crop_size=eval_crop_size, log=log)
         evaluations.append((name, results, path))
         log(f"  {name}: mIOU {results['mean_iou']:.4f} -> {path}")
     log(f"  ({time.monotonic() - t:.0f} s)")
@@ -195,7 +198,10 @@ def format_report(result):
     """The closing summary: mIOU per setting, the per-class table, artefacts, next commands."""
     name, best, _ = max(result["evaluations"], key=lambda item: item[1]["mean_iou"])
     chance = 1.0 / len(dataset.CLASS_NAMES)
-    lines = ["", "=" * 78, "DeepLabv3 demo: results on the val split", "",
+    canvas = dataset.EVAL_CROP_SIZE
+    lines = ["", "=" * 78, "DeepLabv3 demo: results on the val split",
+             f"(images padded to {canvas[0]}x{canvas[1]}, the original release's protocol, unless the row says "
+             "otherwise)", "",
              f"  {'setting':<44} {'mIOU':>8} {'pixel acc':>10}"]
     for setting, results, _ in result["evaluations"]:
         lines.append(f"  {setting:<44} {results['mean_iou']:>8.4f} {results['pixel_accuracy']:>10.4f}")
@@ -203,7 +209,7 @@ def format_report(result):
               f"Per class, {name}:", metrics.format_metrics_table(best), "", "Artefacts:"]
     rows = [("dataset (VOC layout)", result["voc"]), ("TFRecords", result["tfrecords"]),
             ("checkpoint", result["checkpoint"]), ("TensorBoard", f"tensorboard --logdir {result['workdir']}"),
-            ("eval JSON", os.path.dirname(result["evaluations"][-1][2])),
+            ("eval JSON", os.path.join(result["workdir"], "eval_os*", "metrics-*.json")),
             ("predictions", os.path.join(result["vis"], "{index,color,overlay}")),
             ("SavedModel", result["saved_model"]),
             ("served prediction", f"{result['served_prediction']} ({result['served_shape'][0]}x"
@@ -212,7 +218,8 @@ def format_report(result):
     workdir, tfrecords = result["workdir"], result["tfrecords"]
     lines += ["", "Go further:",
               f"  deeplab-eval --checkpoint={workdir} --eval_pattern='{tfrecords}/val-*' --dataset={dataset.NAME} "
-              f"--eval_output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --flip",
+              f"--eval_output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --flip "
+              f"--eval_crop_size={canvas[0]},{canvas[1]}",
               f"  deeplab-vis --checkpoint={workdir} --image_dir=<your images> --output_dir=<folder> "
               f"--dataset={dataset.NAME}",
               f"  saved_model_cli show --all --dir {result['saved_model']}",

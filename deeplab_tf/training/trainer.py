@@ -235,6 +235,8 @@ def _train(config, workdir, strategy, *, run_info, log):
     log(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) in sync.")
     train_cfg = config.train
     info = data.get_dataset_info(config.dataset.name)
+    # Initial weights come from Keras' global generator: seeded, a run from scratch is repeatable.
+    keras.utils.set_random_seed(train_cfg.seed)
     with strategy.scope():
         model = build_model(config)
         schedule = PolyLearningRate(
