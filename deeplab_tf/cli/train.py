@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from deeplab_tf.cli import entry
 from deeplab_tf.training.strategies import task_from_tf_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a Python file with get_config()).")
@@ -64,7 +65,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":
