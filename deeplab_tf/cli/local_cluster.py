@@ -30,8 +30,9 @@ from deeplab_tf.cli import entry
 
 from deeplab_tf.training import local_cluster
 
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Worker processes.")
-_NUM_PS = flags.DEFINE_integer("num_ps", 1, "Parameter-server processes.")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Worker processes: the number of replicas.")
+_NUM_PS = flags.DEFINE_integer(
+    "num_ps", 1, "Parameter-server processes; 0 starts workers only, for --config.train.strategy=multi_worker_mirrored.")
 # --log_dir is absl.logging's own flag (defining it again is a DuplicateFlagError); absl only writes into it when
 # asked to, so it is free to mean "each task's output and the cluster's TF_CONFIG", and listed in our --help.
 flags.declare_key_flag("log_dir")
@@ -50,9 +51,9 @@ def main(argv):
         with open(os.path.join(flags.FLAGS.log_dir, "cluster.json"), "w") as f:
             json.dump(cluster, f, indent=2)
     servers = local_cluster.start_servers(command, cluster, log_dir=flags.FLAGS.log_dir)
-    print(f"Started {len(servers)} server tasks: {json.dumps(cluster)}", flush=True)
+    print(f"Started {len(servers)} background tasks: {json.dumps(cluster)}", flush=True)
     try:
-        chief = subprocess.run(command, env=local_cluster.task_env(cluster, "chief", 0))
+        chief = subprocess.run(command, env=local_cluster.task_env(cluster, *local_cluster.foreground_task(cluster)))
     finally:
         for process in servers.values():
             process.terminate()

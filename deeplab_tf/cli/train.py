@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from deeplab_tf.cli import entry
-from deeplab_tf.training.strategies import task_from_tf_config
+from deeplab_tf.training.strategies import LostPeerError, serves_parameter_servers, task_from_tf_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a Python file with get_config()).")
 _WORKDIR = flags.DEFINE_string(
@@ -42,7 +42,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     task_type, task_index = task_from_tf_config()
-    if task_type in ("worker", "ps"):
+    if serves_parameter_servers():
         _serve_cluster_task(task_type, task_index)
         return
     if _CONFIG.value is None:
@@ -59,7 +59,7 @@ def main(argv):
     try:
         train(_CONFIG.value, _WORKDIR.value, run_info={"argv": sys.argv, "tf_config": json.loads(
             os.environ.get("TF_CONFIG", "{}") or "{}")})
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+    except (ValueError, FileNotFoundError, FloatingPointError, LostPeerError) as error:
         print(f"deeplab-train: {error}", file=sys.stderr)
         sys.exit(1)
 

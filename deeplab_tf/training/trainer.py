@@ -26,7 +26,7 @@ from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.config import check_config
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.step import make_train_step
-from deeplab_tf.training.strategies import is_parameter_server, make_strategy
+from deeplab_tf.training.strategies import is_parameter_server, lost_peer_error, make_strategy, own_workdir
 
 
 def num_classes_of(config):
@@ -168,6 +168,9 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
         log: where progress lines go.
     """
     strategy = strategy or make_strategy(config.train.strategy, tpu=config.train.tpu)
+    # MultiWorkerMirroredStrategy: every worker runs this function; all resume from workdir's checkpoint,
+    # only the chief writes into workdir.
+    resume_dir, workdir = workdir_lib.checkpoint_dir(workdir), own_workdir(strategy, workdir)
     check_config(config, num_replicas=strategy.num_replicas_in_sync)
     log(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) in sync.")
     train_cfg = config.train
@@ -191,9 +194,10 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, global_step=global_step)
     manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir),
                                          max_to_keep=train_cfg.keep_checkpoints)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"Resuming from {manager.latest_checkpoint} at step {int(global_step.numpy())}.")
+    latest = tf.train.latest_checkpoint(resume_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log(f"Resuming from {latest} at step {int(global_step.numpy())}.")
     elif train_cfg.init_checkpoint:
         log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude)))
     else:
@@ -246,9 +250,15 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print):
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in outputs.items()}
 
         def run_steps(count):
-            for _ in range(count):
-                outputs = distributed_step(iterator)
-            return {k: float(v) for k, v in outputs.items()}
+            try:
+                for _ in range(count):
+                    outputs = distributed_step(iterator)
+                return {k: float(v) for k, v in outputs.items()}
+            except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as error:
+                # A synchronous multi-worker step fails this way when a peer died: say so in one line.
+                if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                    raise
+                raise lost_peer_error(error, tf.train.latest_checkpoint(resume_dir)) from None
 
     step = first_step = int(global_step.numpy())
     chunk = train_cfg.steps_per_schedule if ps else 1
