@@ -32,7 +32,7 @@ from deeplab_tf.training import local_cluster
 
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Worker processes: the number of replicas.")
 _NUM_PS = flags.DEFINE_integer(
-    "num_ps", 1, "Parameter-server processes; 0 starts workers only, for --config.train.strategy=multi_worker_mirrored.")
+    "num_ps", 1, "Parameter-server processes; 0 starts workers only (--config.train.strategy=multi_worker_mirrored).")
 # --log_dir is absl.logging's own flag (defining it again is a DuplicateFlagError); absl only writes into it when
 # asked to, so it is free to mean "each task's output and the cluster's TF_CONFIG", and listed in our --help.
 flags.declare_key_flag("log_dir")
