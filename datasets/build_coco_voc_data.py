@@ -16,6 +16,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from absl import app, flags
 
 from datasets import common
+from deeplab_tf.cli import entry
 from deeplab_tf.data import registry
 from deeplab_tf.data.sources import coco
 
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

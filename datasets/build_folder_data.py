@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from absl import app, flags
 
 from datasets import common
+from deeplab_tf.cli import entry
 from deeplab_tf.data import registry
 from deeplab_tf.data.sources import folder
 
@@ -96,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

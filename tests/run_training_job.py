@@ -1,9 +1,14 @@
 """Runs a tiny training job under a strategy that needs a fresh process, then loads its checkpoint.
 
     python tests/run_training_job.py {mirrored|parameter_server} <tfrecord_dir> <workdir>
+    python tests/run_training_job.py init <tfrecord_dir> <workdir>
+    python tests/run_training_job.py mirrored_per_replica <tfrecord_dir> <workdir> <config.json>
 
 mirrored: two logical CPU devices and synchronized BN. parameter_server: an in-process cluster of
-two workers and one ps (ClusterCoordinator, asynchronous steps). Prints RESULT <json> at the end.
+two workers and one ps (ClusterCoordinator, asynchronous steps). init: only saves a freshly initialised
+model as a workdir (ckpt-1), for runs that must start from the same weights. mirrored_per_replica: the
+config in <config.json> on two logical CPU devices, each replica with its own input pipeline (the input a
+2-worker MultiWorkerMirroredStrategy job gives its workers). Prints RESULT <json> at the end.
 """
 
 import json
@@ -17,7 +22,8 @@ import tensorflow as tf  # noqa: E402
 
 from deeplab_tf import workdir as workdir_lib  # noqa: E402
 from deeplab_tf.training.local_cluster import make_cluster  # noqa: E402
-from deeplab_tf.training.trainer import train  # noqa: E402
+from deeplab_tf.training.trainer import build_model, train  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
 from training_utils import small_config  # noqa: E402
 
 
@@ -34,13 +40,40 @@ def in_process_parameter_server_strategy(num_workers=2, num_ps=1):
     return tf.distribute.experimental.ParameterServerStrategy(resolver)
 
 
-def main(kind, tfrecord_dir, workdir):
-    if kind == "mirrored":
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+def two_cpu_replicas():
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+
+
+def per_replica_input(strategy):
+    """`strategy` whose distribute_datasets_from_function calls the dataset function once per replica, with
+    input_pipeline_id = replica id of num_replicas pipelines: what each worker of a MultiWorkerMirroredStrategy
+    job with one replica per worker gets (the default gives one pipeline's consecutive batches to the replicas)."""
+    distribute = strategy.distribute_datasets_from_function
+    options = tf.distribute.InputOptions(experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
+    strategy.distribute_datasets_from_function = lambda dataset_fn, options_=None: distribute(dataset_fn, options)
+    return strategy
+
+
+def save_initial_model(tfrecord_dir, workdir):
+    model = build_model(small_config(tfrecord_dir))
+    model(tf.zeros([1, 65, 65, 3]), training=False)
+    tf.train.Checkpoint(model=model).save(os.path.join(workdir_lib.checkpoint_dir(workdir), "ckpt"))
+    workdir_lib.save_model_config(workdir, model)
+    print("RESULT " + json.dumps({"workdir": workdir}), flush=True)
+
+
+def main(kind, tfrecord_dir, workdir, config_json=None):
+    if kind == "init":
+        return save_initial_model(tfrecord_dir, workdir)
+    if kind == "mirrored_per_replica":
+        config = ConfigDict(json.load(open(config_json)))
+        strategy = per_replica_input(two_cpu_replicas())
+    elif kind == "mirrored":
         config = small_config(tfrecord_dir, strategy="mirrored", steps=3)
         config.model.sync_bn = True
-        strategy = None
+        strategy = two_cpu_replicas()
     else:
         config = small_config(tfrecord_dir, strategy="parameter_server", steps=6, steps_per_schedule=3)
         strategy = in_process_parameter_server_strategy()

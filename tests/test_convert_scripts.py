@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_tf import visualization
 from deeplab_tf.data import fake, tfrecord
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_tf import workdir as workdir_lib
-from deeplab_tf.data import DataError, make_example
+from deeplab_tf.data import make_example
 from deeplab_tf.training.trainer import train
 from training_utils import make_learnable_voc, small_config
 

@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags, logging
 
+from deeplab_tf.cli import entry
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _WORKSPACE = flags.DEFINE_string("workspace", "deeplab_demo", "Folder for the data, runs, predictions and export.")
@@ -51,7 +53,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

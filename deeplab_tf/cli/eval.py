@@ -13,6 +13,8 @@ import sys
 
 from absl import app, flags
 
+from deeplab_tf.cli import entry
+
 from deeplab_tf.cli import common
 from deeplab_tf.evaluation import evaluator
 from deeplab_tf.evaluation.metrics import format_metrics_table
@@ -57,7 +59,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import time
 
 from absl import app, flags, logging
 
+from deeplab_tf.cli import entry
+
 from deeplab_tf import export, workdir
 from deeplab_tf.cli import common
 
@@ -83,7 +85,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_tf.training.strategies import task_from_tf_config
+from deeplab_tf.cli import entry
+from deeplab_tf.training.strategies import LostPeerError, serves_parameter_servers, task_from_tf_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a Python file with get_config()).")
 _WORKDIR = flags.DEFINE_string(
@@ -48,7 +49,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     task_type, task_index = task_from_tf_config()
-    if task_type in ("worker", "ps"):
+    if serves_parameter_servers():
         _serve_cluster_task(task_type, task_index)
         return
     if _CONFIG.value is None:
@@ -66,7 +67,7 @@ def main(argv):
     try:
         train(_CONFIG.value, _WORKDIR.value, run_info={"argv": sys.argv, "tf_config": json.loads(
             os.environ.get("TF_CONFIG", "{}") or "{}")}, break_lock=_BREAK_LOCK.value)
-    except (ValueError, FileNotFoundError, FloatingPointError, WorkdirError) as error:
+    except (ValueError, FileNotFoundError, FloatingPointError, WorkdirError, LostPeerError) as error:
         print(f"deeplab-train: {error}", file=sys.stderr)
         sys.exit(1)
 
@@ -95,7 +96,7 @@ def _unknown_override(error, argv):
 def _parse_flags(argv):
     """absl's flag parsing, with an unknown config override reported in one line instead of a traceback."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return entry.parse_flags(argv)
     except (AttributeError, KeyError) as error:
         message = _unknown_override(error, argv)
         if message is None:
@@ -105,7 +106,7 @@ def _parse_flags(argv):
 
 
 def run():
-    app.run(main, flags_parser=_parse_flags)
+    entry.run(main, __name__, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

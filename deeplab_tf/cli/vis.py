@@ -14,6 +14,8 @@ import json
 
 from absl import app, flags
 
+from deeplab_tf.cli import entry
+
 from deeplab_tf import visualization
 from deeplab_tf.cli import common
 from deeplab_tf.evaluation import evaluator, visualizer
@@ -86,7 +88,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""A parameter-server cluster of separate processes on this machine, for asynchronous training
-without a cluster manager: one TF_CONFIG per task, all on localhost ports."""
+"""A cluster of separate processes on this machine, without a cluster manager: one TF_CONFIG per task,
+all on localhost ports. With ps tasks it is a parameter-server cluster (asynchronous training); without,
+a MultiWorkerMirroredStrategy cluster of workers only (synchronous training, worker 0 is the chief)."""
 
 import json
 import os
@@ -22,16 +23,22 @@ def free_ports(count):
 
 
 def make_cluster(*, num_workers, num_ps):
-    """{"chief": [...], "worker": [...], "ps": [...]} with localhost addresses."""
-    if num_workers < 1 or num_ps < 1:
-        raise ValueError(f"A parameter-server cluster needs at least one worker and one ps, got "
-                         f"{num_workers} worker(s) and {num_ps} ps.")
-    ports = iter(free_ports(1 + num_workers + num_ps))
-    return {
-        "chief": [f"localhost:{next(ports)}"],
-        "worker": [f"localhost:{next(ports)}" for _ in range(num_workers)],
-        "ps": [f"localhost:{next(ports)}" for _ in range(num_ps)],
-    }
+    """Localhost addresses: {"chief": [1], "worker": [num_workers], "ps": [num_ps]} for a parameter-server
+    cluster, or {"worker": [num_workers]} when num_ps is 0 (MultiWorkerMirroredStrategy: one replica per
+    worker, and with no chief task worker 0 is the chief, so every task computes)."""
+    if num_workers < 1 or num_ps < 0:
+        raise ValueError(f"--num_workers must be at least 1 and --num_ps at least 0 (0: synchronous workers "
+                         f"only), got {num_workers} worker(s) and {num_ps} ps.")
+    ports = iter(free_ports(num_workers + num_ps + (1 if num_ps else 0)))
+    workers = {"worker": [f"localhost:{next(ports)}" for _ in range(num_workers)]}
+    if not num_ps:
+        return workers
+    return {"chief": [f"localhost:{next(ports)}"], **workers, "ps": [f"localhost:{next(ports)}" for _ in range(num_ps)]}
+
+
+def foreground_task(cluster):
+    """(type, index) of the task that trains in the foreground: the chief, or worker 0 without one."""
+    return ("chief", 0) if "chief" in cluster else ("worker", 0)
 
 
 def task_env(cluster, task_type, index, base_env=None):
@@ -57,8 +64,10 @@ def start_task(command, cluster, task_type, index, *, log_dir=None, base_env=Non
 
 
 def start_servers(command, cluster, *, log_dir=None, base_env=None):
-    """Starts every ps and worker task; returns {(task_type, index): Popen}."""
+    """Starts every task but the foreground one (ps and workers, or workers 1..N-1 without ps);
+    returns {(task_type, index): Popen}."""
     return {
         (task_type, index): start_task(command, cluster, task_type, index, log_dir=log_dir, base_env=base_env)
-        for task_type in ("ps", "worker") for index in range(len(cluster[task_type]))
+        for task_type in ("ps", "worker") for index in range(len(cluster.get(task_type, ())))
+        if (task_type, index) != foreground_task(cluster)
     }

@@ -1,7 +1,10 @@
 """tf.distribute strategies by name; clusters come from TF_CONFIG."""
 
+import hashlib
 import json
 import os
+import re
+import tempfile
 
 import tensorflow as tf
 
@@ -13,6 +16,14 @@ def task_from_tf_config():
     config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     task = config.get("task", {})
     return task.get("type"), task.get("index")
+
+
+def serves_parameter_servers():
+    """Whether this process is a worker or ps task of a parameter-server cluster (TF_CONFIG has ps tasks):
+    such a task only hosts variables and runs the steps the chief schedules. Workers of a cluster without
+    ps (MultiWorkerMirroredStrategy) train like the chief."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    return bool(config.get("cluster", {}).get("ps")) and task_from_tf_config()[0] in ("worker", "ps")
 
 
 def make_strategy(name, *, tpu=""):
@@ -46,3 +57,38 @@ def make_strategy(name, *, tpu=""):
 
 def is_parameter_server(strategy):
     return isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+
+
+class LostPeerError(ConnectionError):
+    """A worker of a MultiWorkerMirroredStrategy job stopped answering: the synchronous job cannot go on."""
+
+
+def is_multi_worker_chief(strategy):
+    """False only on the non-chief workers of a MultiWorkerMirroredStrategy cluster (the chief task, or
+    worker 0 of a cluster without one, is the chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not resolver or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs)
+
+
+def own_workdir(strategy, workdir):
+    """Where this process writes checkpoints, summaries and its config: `workdir`, or on a non-chief
+    MultiWorkerMirroredStrategy worker a scratch folder of its own in the temp dir (every worker saves the
+    same weights; two writers of one folder corrupt it). One per task and workdir, so reruns reuse it."""
+    if is_multi_worker_chief(strategy):
+        return workdir
+    resolver = strategy.cluster_resolver
+    key = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:10]
+    return os.path.join(tempfile.gettempdir(), f"deeplab-{resolver.task_type}-{resolver.task_id}-{key}")
+
+
+def lost_peer_error(error, latest_checkpoint):
+    """The one-line LostPeerError for a collective that failed because a peer died (`error`, a tf.errors.OpError)."""
+    peers = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", error.message)))
+    who = ", ".join(peers) if peers else "a worker"
+    return LostPeerError(
+        f"lost {who} of the MultiWorkerMirroredStrategy job ({type(error).__name__}: "
+        f"{error.message.splitlines()[0][:200]}). The last checkpoint is {latest_checkpoint or 'none yet'}; "
+        f"run the same command to resume.")

@@ -28,7 +28,7 @@ from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.config import check_config
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.step import make_train_step
-from deeplab_tf.training.strategies import is_parameter_server, make_strategy
+from deeplab_tf.training.strategies import is_parameter_server, lost_peer_error, make_strategy, own_workdir
 
 
 def num_classes_of(config):
@@ -224,14 +224,17 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print, break_loc
         workdir.WorkdirError: another live trainer holds the workdir, or a checkpoint could not be written.
     """
     strategy = strategy or make_strategy(config.train.strategy, tpu=config.train.tpu)
+    # MultiWorkerMirroredStrategy: every worker runs this function; all resume from workdir's checkpoint,
+    # only the chief writes into workdir.
+    resume_dir, workdir = workdir_lib.checkpoint_dir(workdir), own_workdir(strategy, workdir)
     check_config(config, num_replicas=strategy.num_replicas_in_sync)
     if not _is_chief(strategy):
-        return _train(config, workdir, strategy, run_info=run_info, log=log)
+        return _train(config, workdir, strategy, resume_dir=resume_dir, run_info=run_info, log=log)
     with workdir_lib.TrainerLock(workdir, break_lock=break_lock, log=log):
-        return _train(config, workdir, strategy, run_info=run_info, log=log)
+        return _train(config, workdir, strategy, resume_dir=resume_dir, run_info=run_info, log=log)
 
 
-def _train(config, workdir, strategy, *, run_info, log):
+def _train(config, workdir, strategy, *, resume_dir, run_info, log):
     log(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) in sync.")
     train_cfg = config.train
     info = data.get_dataset_info(config.dataset.name)
@@ -256,9 +259,10 @@ def _train(config, workdir, strategy, *, run_info, log):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, global_step=global_step)
     manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir),
                                          max_to_keep=train_cfg.keep_checkpoints)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"Resuming from {manager.latest_checkpoint} at step {int(global_step.numpy())}.")
+    latest = tf.train.latest_checkpoint(resume_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log(f"Resuming from {latest} at step {int(global_step.numpy())}.")
     elif train_cfg.init_checkpoint:
         log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude)))
     else:
@@ -313,9 +317,15 @@ def _train(config, workdir, strategy, *, run_info, log):
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in outputs.items()}
 
         def run_steps(count):
-            for _ in range(count):
-                outputs = distributed_step(iterator)
-            return {k: float(v) for k, v in outputs.items()}
+            try:
+                for _ in range(count):
+                    outputs = distributed_step(iterator)
+                return {k: float(v) for k, v in outputs.items()}
+            except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as error:
+                # A synchronous multi-worker step fails this way when a peer died: say so in one line.
+                if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                    raise
+                raise lost_peer_error(error, tf.train.latest_checkpoint(resume_dir)) from None
 
     step = first_step = int(global_step.numpy())
     chunk = train_cfg.steps_per_schedule if ps else 1

@@ -1,0 +1,45 @@
+"""absl's app.run for our binaries, so that `--help` of an installed console script or a converter says
+what `python -m` would: the tool's docstring and its flags, then exit 0.
+
+Without it a console script's `--help` printed only "USAGE: deeplab-train [flags]": absl takes the usage
+text from `__main__` (the pip-generated wrapper, which has no docstring) and lists the flags of the module
+named by sys.argv[0] (the wrapper's path, which defines none). absl also exits 1 after printing help.
+"""
+
+import sys
+
+from absl import app, flags
+
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
+def _asked_for_help(argv):
+    """Whether a help flag comes before `--` (after it, the flags belong to a wrapped command)."""
+    own = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    return any(arg in HELP_FLAGS for arg in own)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, except that printing the help asked for exits 0."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except SystemExit as exit_:
+        if exit_.code == 1 and _asked_for_help(argv):
+            sys.exit(0)  # Help was asked for and printed: a success.
+        raise
+
+
+def run(main, module_name="__main__", *, flags_parser=parse_flags):
+    """Runs `main` as app.run does, with `module_name`'s docstring and key flags as the usage text.
+
+    Args:
+        main: the tool's main(argv).
+        module_name: `__name__` of the module that defines main and the flags.
+        flags_parser: parses argv (`parse_flags`, or a tool's wrapper around it).
+    """
+    module = sys.modules[module_name]
+    if module_name != "__main__":
+        sys.modules["__main__"].__doc__ = module.__doc__
+        for flag in flags.FLAGS.get_key_flags_for_module(module):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main, flags_parser=flags_parser)
