@@ -35,6 +35,7 @@ def demo_config(tfrecord_dir, *, steps=300, batch_size=8, crop_size=113):
     config.dataset.name = dataset.NAME
     config.dataset.train_pattern = os.path.join(tfrecord_dir, "train-*")
     config.dataset.eval_pattern = os.path.join(tfrecord_dir, "val-*")
+    config.dataset.eval_crop_size = dataset.EVAL_CROP_SIZE  # the trainer's closing evaluation, as the demo's
     config.model.backbone = "resnet_v1_50"
     config.model.output_stride = 16
     config.model.multi_grid = ()
