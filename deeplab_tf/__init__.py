@@ -10,8 +10,9 @@ Example:
     >>> labels = deeplab_tf.segment(model, "photo.jpg")  # [H, W] class ids
 """
 
-import importlib
 import os
+
+from deeplab_tf._lazy import lazy_exports
 
 # TensorFlow's C++ start-up logging drowns the messages users need; callers may override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,14 +36,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -48,6 +48,14 @@ def make_workdir(workdir, *, num_classes=21, step=5, seed=0):
     return model
 
 
+def make_eval_data(root):
+    """A VOC val split and a workdir (step 5) under `root`: {root, pattern, workdir, model}."""
+    pattern = make_voc_val(str(root / "voc"))
+    workdir = str(root / "run")
+    model = make_workdir(workdir, step=5)
+    return dict(root=root, pattern=pattern, workdir=workdir, model=model)
+
+
 def run_main(module, **flag_values):
     """Runs `module.main` in-process as if called with --name=value for each flag given."""
     argv = ["test"] + [f"--{name}={value}" for name, value in flag_values.items()]

@@ -18,18 +18,14 @@ from deeplab_tf.cli import eval as eval_cli
 from deeplab_tf.data import eval_dataset, get_dataset_info, make_example
 from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.evaluation import evaluator, inference
-from eval_utils import IMAGE_SIZES, make_voc_val, make_workdir, run_main
+from eval_utils import IMAGE_SIZES, make_eval_data, run_main
 
 VOC = get_dataset_info("pascal_voc_seg")
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    pattern = make_voc_val(str(root / "voc"))
-    workdir = str(root / "run")
-    model = make_workdir(workdir, step=5)
-    return dict(root=root, pattern=pattern, workdir=workdir, model=model)
+    return make_eval_data(tmp_path_factory.mktemp("eval"))
 
 
 def numpy_confusion(labels, predictions, num_classes, ignore_label=255):

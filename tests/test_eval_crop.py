@@ -19,7 +19,7 @@ from deeplab_tf.data import eval_dataset
 from deeplab_tf.evaluation import evaluator
 from deeplab_tf.training import trainer
 from deeplab_tf.training.config import default_config
-from eval_utils import make_voc_val, make_workdir, run_main
+from eval_utils import make_eval_data, run_main
 from experiments.configs import cityscapes, table5_aspp, voc_recipe
 
 CANVAS = (65, 65)  # larger than every image of make_voc_val (at most 45 x 41)
@@ -27,11 +27,7 @@ CANVAS = (65, 65)  # larger than every image of make_voc_val (at most 45 x 41)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_crop")
-    pattern = make_voc_val(str(root / "voc"))
-    workdir = str(root / "run")
-    model = make_workdir(workdir, step=5)
-    return dict(root=root, pattern=pattern, workdir=workdir, model=model)
+    return make_eval_data(tmp_path_factory.mktemp("eval_crop"))
 
 
 def _canvas(image, value):

@@ -4,7 +4,7 @@ The names below load their module on first use, so that code needing only the re
 converters' flags (`datasets/build_*_data.py --help`) does not wait for TensorFlow to import.
 """
 
-import importlib
+from deeplab_tf._lazy import lazy_exports
 
 _EXPORTS = {
     "bootstrap": "pipeline", "eval_dataset": "pipeline", "train_dataset": "pipeline",
@@ -16,14 +16,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

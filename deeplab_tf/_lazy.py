@@ -1,0 +1,21 @@
+"""Package attributes that import their module on first use (PEP 562), so that `import deeplab_tf`
+and the converters' `--help` do not wait for TensorFlow."""
+
+import importlib
+
+
+def lazy_exports(package, exports):
+    """(`__getattr__`, `__dir__`) for `package` (its `__name__`) exporting {name: submodule}."""
+    namespace = vars(importlib.import_module(package))
+
+    def __getattr__(name):
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        namespace[name] = value
+        return value
+
+    def __dir__():
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__
