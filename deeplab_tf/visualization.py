@@ -119,6 +119,17 @@ def overlay(image, label, colormap, alpha=0.5):
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
+def index_image(label, colormap, *, train_id_to_label_id=False):
+    """The PIL image of an index PNG: a palette ('P') image whose pixel values are the class indices
+    of `label` (uint8 [H, W]), or with `train_id_to_label_id` a greyscale ('L') image of Cityscapes
+    label ids."""
+    if train_id_to_label_id:
+        return Image.fromarray(np.asarray(train_id_lookup_table(), np.uint8)[label])
+    image = Image.fromarray(label)
+    image.putpalette(get_colormap(colormap).tobytes())  # 'L' -> 'P': same values, coloured view
+    return image
+
+
 def save_prediction(output_dir, stem, image, label, *, colormap, write_index=True, write_color=True,
                     write_overlay=True, train_id_to_label_id=False):
     """Writes one prediction as PNGs under `output_dir`/{index,color,overlay}/`stem`.png.
@@ -148,11 +159,7 @@ def save_prediction(output_dir, stem, image, label, *, colormap, write_index=Tru
     label = label.astype(np.uint8)
     images = {}
     if write_index:
-        if train_id_to_label_id:
-            images["index"] = Image.fromarray(np.asarray(train_id_lookup_table(), np.uint8)[label])
-        else:
-            images["index"] = Image.fromarray(label)
-            images["index"].putpalette(colormap.tobytes())  # 'L' -> 'P': same values, coloured view
+        images["index"] = index_image(label, colormap, train_id_to_label_id=train_id_to_label_id)
     if write_color:
         images["color"] = Image.fromarray(color)
     if write_overlay:

@@ -39,9 +39,44 @@ def image_files(image_dir):
     return paths
 
 
-def folder_examples(image_dir):
-    """(number of images, iterator of (name without extension, uint8 RGB image)) of a folder."""
+def read_image_ids(path):
+    """The image ids listed in a text file, one a line (as VOC's ImageSets/Segmentation/test.txt).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: it lists no id.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--image_ids={path}: no such file; give a text file of image ids, one "
+                                "a line, such as VOC2012/ImageSets/Segmentation/test.txt.")
+    with open(path, encoding="utf-8") as f:
+        ids = [line.strip() for line in f if line.strip()]
+    if not ids:
+        raise ValueError(f"--image_ids={path} lists no image id.")
+    return ids
+
+
+def select_ids(paths, image_ids, image_dir):
+    """The paths of `paths` (relative, with extension) whose name without extension is in `image_ids`,
+    in the ids' order.
+
+    Raises:
+        DataError: an id has no image (the message names it and how many are missing).
+    """
+    by_stem = {os.path.splitext(path)[0]: path for path in paths}
+    missing = [image_id for image_id in image_ids if image_id not in by_stem]
+    if missing:
+        raise DataError(f"{image_dir} holds no image for {len(missing)} of the {len(image_ids)} listed "
+                        f"ids (e.g. {missing[0]}); give the folder the id list belongs to.")
+    return [by_stem[image_id] for image_id in dict.fromkeys(image_ids)]
+
+
+def folder_examples(image_dir, image_ids=None):
+    """(number of images, iterator of (name without extension, uint8 RGB image)) of a folder, or of
+    the images in it named by `image_ids` (a list of names without extension)."""
     paths = image_files(image_dir)
+    if image_ids is not None:
+        paths = select_ids(paths, image_ids, image_dir)
     examples = ((os.path.splitext(path)[0], read_rgb_image(os.path.join(image_dir, path)))
                 for path in paths)
     return len(paths), examples
@@ -55,8 +90,25 @@ def split_examples(file_pattern):
     return count_examples(file_pattern), examples
 
 
-def visualize(model, examples, output_dir, *, colormap, scales=(1.0,), flip=False,
-              window_size=None, eval_crop_size=None, train_id_to_label_id=False, total=None, progress=None):
+def predictions(model, examples, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None,
+                total=None, progress=None):
+    """Segments each image: yields (name, image, label map at the image's size) in order.
+
+    Args:
+        model: the segmentation model (see `inference.predict`).
+        examples: iterable of (name, uint8 RGB image [H, W, 3]).
+        scales, flip, window_size, eval_crop_size: inference options, see `inference.predict`.
+        total: number of examples, for `progress`.
+        progress: optional callable ``progress(images_done, total)`` after each image.
+    """
+    for done, (name, image) in enumerate(examples, start=1):
+        yield name, image, segment(model, image, scales=scales, flip=flip, window_size=window_size,
+                                   eval_crop_size=eval_crop_size)
+        if progress:
+            progress(done, total)
+
+
+def visualize(model, examples, output_dir, *, colormap, train_id_to_label_id=False, **options):
     """Segments each image and writes its index, colour and overlay PNGs under `output_dir`.
 
     Args:
@@ -65,21 +117,15 @@ def visualize(model, examples, output_dir, *, colormap, scales=(1.0,), flip=Fals
             ``<output_dir>/{index,color,overlay}/<name>.png``, at the image's size.
         output_dir: root folder of the PNGs.
         colormap: anything `visualization.get_colormap` accepts.
-        scales, flip, window_size, eval_crop_size: inference options, see `inference.predict`.
         train_id_to_label_id: write the index PNGs as Cityscapes label ids.
-        total: number of examples, for `progress`.
-        progress: optional callable ``progress(images_done, total)`` after each image.
+        **options: inference options, `total` and `progress`, see `predictions`.
 
     Returns:
         The number of images written.
     """
     done = 0
-    for name, image in examples:
-        label = segment(model, image, scales=scales, flip=flip, window_size=window_size,
-                        eval_crop_size=eval_crop_size)
+    for name, image, label in predictions(model, examples, **options):
         visualization.save_prediction(output_dir, name, image, label, colormap=colormap,
                                       train_id_to_label_id=train_id_to_label_id)
         done += 1
-        if progress:
-            progress(done, total)
     return done
