@@ -79,7 +79,7 @@ def test_setting_loads_like_deeplab_train_and_passes_check_config(name, setting)
     assert specs[-1].block == f"block{4 + model.num_cascaded_blocks}"
     if model.head == "aspp" and not model.atrous_rates:
         default_atrous_rates(model.output_stride)
-    assert num_classes_of(config) == {"cityscapes": 19}.get(config.dataset.name, 21)
+    assert num_classes_of(config) == {"cityscapes": 19, "ade20k": 150}.get(config.dataset.name, 21)
 
 
 def test_a_setting_is_required_and_unknown_ones_are_named():

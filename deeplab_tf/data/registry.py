@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+from deeplab_tf import visualization
 from deeplab_tf.constants import IGNORE_LABEL
 from deeplab_tf.data import cityscapes_labels
 
@@ -58,6 +59,29 @@ PASCAL_VOC_CLASS_NAMES = (
     "train", "tvmonitor",
 )
 
+# ADE20K SceneParsing's 150 classes in the benchmark's order (objectInfo150, first name of each), the
+# benchmark's ids 1..150 stored as 0..149 (deeplab_tf/data/sources/ade20k.py).
+ADE20K_CLASS_NAMES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
+    "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink",
+    "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
+    "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
+    "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+    "television receiver", "airplane", "dirt track", "apparel", "pole", "land", "bannister",
+    "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
+    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
+    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
+    "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "clock", "flag",
+)
+
 # Section 4.3's bootstrapping classes ("bicycle, chair, table, pottedplant, and sofa").
 PASCAL_VOC_HARD_CLASSES = tuple(
     PASCAL_VOC_CLASS_NAMES.index(name)
@@ -108,6 +132,12 @@ for _info in (
     DatasetInfo(
         name="cityscapes", num_classes=19, class_names=cityscapes_labels.TRAIN_CLASS_NAMES,
         splits={"train": 2975, "val": 500, "train_extra": 19998}, colormap="cityscapes"),
+    # ADE20K SceneParsing (ADEChallengeData2016): the benchmark's palette without its entry 0, "other",
+    # which is stored as the ignore label and drawn black like every value past the classes.
+    DatasetInfo(
+        name="ade20k", num_classes=150, class_names=ADE20K_CLASS_NAMES,
+        splits={"train": 20210, "val": 2000},
+        colormap=visualization.ade20k_colormap()[1:151].tolist()),
     # The demo's synthetic scenes (deeplab_tf.demo.dataset), so the binaries know them by name.
     DatasetInfo(
         name="demo_shapes", num_classes=6,
