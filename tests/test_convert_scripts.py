@@ -25,6 +25,7 @@ SCRIPTS = {  # script -> a flag only it defines
     "build_cityscapes_data": "--cityscapes_root",
     "build_coco_voc_data": "--min_region_pixels",
     "build_folder_data": "--mask_format",
+    "build_ade20k_data": "--ade20k_root",
 }
 VOC_IDS = [f"2009_{i:06d}" for i in range(6)]
 

@@ -17,7 +17,7 @@ CHECKPOINT = flags.DEFINE_string(
     "such as <workdir>/checkpoints/ckpt-30000.")
 DATASET = flags.DEFINE_string(
     "dataset", "pascal_voc_seg",
-    "Registered dataset (pascal_voc_seg, cityscapes, coco_voc): classes, names, colormap.")
+    "Registered dataset (pascal_voc_seg, cityscapes, coco_voc, ade20k): classes, names, colormap.")
 DATASET_SPEC = flags.DEFINE_string(
     "dataset_spec", None, "JSON dataset spec of your own data; replaces --dataset (docs/data.md).")
 OUTPUT_STRIDE = flags.DEFINE_integer(
