@@ -117,7 +117,7 @@ def resize_to_range_size(height, width, *, min_size, max_size=None, factor=None)
     if the longer side would then exceed `max_size`, scale so the longer side is `max_size` instead
     (sides rounded up). With `factor`, both sides are then rounded up to factor * k + 1, and
     `max_size` is first lowered to the largest factor * k + 1 below it so the result stays within it
-    (min = max = 513 with factor 16 gives a longer side of 497 unless rounding lifts it back to 513).
+    (min = max = 513 with factor 16 gives a longer side of 497).
     """
     size = tf.cast(tf.stack([height, width]), tf.float32)
     new_size = tf.cast(tf.math.ceil(size * (float(min_size) / tf.reduce_min(size))), tf.int32)
@@ -145,7 +145,8 @@ def resize_to_range(image, label, *, min_size, max_size=None, factor=None):
                          f"min_size={min_size}, max_size={max_size}, factor={factor}")
     shape = tf.shape(label)
     size = resize_to_range_size(shape[0], shape[1], min_size=min_size, max_size=max_size, factor=factor)
-    image = tf.compat.v1.image.resize_bilinear(tf.cast(image, tf.float32)[None], size, align_corners=True)[0]
-    label = tf.compat.v1.image.resize_nearest_neighbor(tf.cast(label, tf.int32)[None, ..., None], size,
-                                                       align_corners=True)[0, ..., 0]
+    # tf.image.resize has no aligned corners: the raw ops with half_pixel_centers=False do.
+    image = tf.raw_ops.ResizeBilinear(images=tf.cast(image, tf.float32)[None], size=size, align_corners=True)[0]
+    label = tf.raw_ops.ResizeNearestNeighbor(images=tf.cast(label, tf.int32)[None, ..., None], size=size,
+                                             align_corners=True)[0, ..., 0]
     return image, label
