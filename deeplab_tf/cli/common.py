@@ -38,6 +38,17 @@ EVAL_CROP_SIZE = flags.DEFINE_list(
     "the paper's: 513,513 on PASCAL VOC, 1025,2049 on Cityscapes) with the backbone's pad value and crop "
     "the prediction back; an image larger than the canvas is an error. Default: each image at its own "
     "size. Results go to eval_os<N>_crop<H>x<W>.")
+MIN_RESIZE_VALUE = flags.DEFINE_integer(
+    "min_resize_value", None,
+    "deeplab-eval: resize every image and label first so the shorter side is this (the longer side "
+    "capped by --max_resize_value, sides of the form --resize_factor * k + 1), and score at that size, as "
+    "the original release evaluates ADE20K (513, 513, 16). Default: each image at its stored size.",
+    lower_bound=1)
+MAX_RESIZE_VALUE = flags.DEFINE_integer(
+    "max_resize_value", None, "With --min_resize_value: the most the longer side may be.", lower_bound=1)
+RESIZE_FACTOR = flags.DEFINE_integer(
+    "resize_factor", None, "With --min_resize_value: resized sides are a multiple of this plus one.",
+    lower_bound=1)
 OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None,
     "deeplab-eval: folder for the metrics JSON and TensorBoard summaries (default "
@@ -86,6 +97,18 @@ def inference_options():
                              f"0.5,0.75,1.0, got {','.join(SCALES.value)!r}")
     return {"scales": scales, "flip": FLIP.value, "window_size": _size(WINDOW_SIZE, "769"),
             "eval_crop_size": _size(EVAL_CROP_SIZE, "513,513")}
+
+
+def resize_options():
+    """`evaluator.evaluate`'s `resize` from --min_resize_value, --max_resize_value, --resize_factor; None if
+    unset."""
+    if not MIN_RESIZE_VALUE.value:
+        for flag in (MAX_RESIZE_VALUE, RESIZE_FACTOR):
+            if flag.value:
+                raise app.UsageError(f"--{flag.name} needs --min_resize_value, e.g. --min_resize_value=513")
+        return None
+    return {"min_resize_value": MIN_RESIZE_VALUE.value, "max_resize_value": MAX_RESIZE_VALUE.value,
+            "resize_factor": RESIZE_FACTOR.value}
 
 
 def require(flag, example):

@@ -3,7 +3,8 @@
     deeplab-eval --checkpoint=runs/voc_os16 --eval_pattern='/data/voc_tfrecord/val-*'
 
 The paper's val protocol (Table 4/6): --eval_output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75
---flip, on the release's fixed canvas --eval_crop_size=513,513 (1025,2049 on Cityscapes). Prints a
+--flip, on the release's fixed canvas --eval_crop_size=513,513 (1025,2049 on Cityscapes); ADE20K as the
+release scores it: --min_resize_value=513 --max_resize_value=513 --resize_factor=16. Prints a
 per-class table and the scores, and writes metrics-<step>.json and TensorBoard scalars to --output_dir
 (default <workdir>/eval_os<N>[_crop<H>x<W>][_ms][_flip]). With --loop it evaluates every new checkpoint
 of a running training job until none appears for --loop_timeout_secs.
@@ -32,7 +33,7 @@ def _report(results, path):
     print(f"step {results['step']}: mIOU {100 * results['mean_iou']:.2f}% over "
           f"{results['num_images']} images (output stride {results['output_stride']}, scales "
           f"{','.join(map(str, results['scales']))}{', flip' if results['flip'] else ''}, "
-          f"{evaluator.protocol_description(results['eval_crop_size'])}, {results['precision']}, "
+          f"{evaluator.protocol_description(results['eval_crop_size'], results['resize'])}, {results['precision']}, "
           f"{results['seconds']:.0f} s) -> {path}", flush=True)
 
 
@@ -44,6 +45,7 @@ def main(argv):
     kwargs = dict(common.inference_options(), dataset_info=common.dataset_info(),
                   output_stride=common.OUTPUT_STRIDE.value, output_dir=common.OUTPUT_DIR.value,
                   max_images=common.MAX_IMAGES.value, precision=common.PRECISION.value,
+                  resize=common.resize_options(),
                   progress=evaluator.ProgressPrinter("deeplab-eval"))
     with common.exit_on_user_error("deeplab-eval"):
         if LOOP.value:

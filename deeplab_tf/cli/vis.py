@@ -107,6 +107,9 @@ def main(argv):
     if SUBMISSION.value:
         _check_submission_flags(info)
     colormap = _colormap(info)
+    if common.resize_options():  # the PNGs must keep each image's own size (servers, overlays)
+        raise app.UsageError("--min_resize_value is a deeplab-eval protocol; deeplab-vis writes each prediction "
+                             "at its image's size: drop the resize flags.")
     options = common.inference_options()
     with common.exit_on_user_error("deeplab-vis"):
         if IMAGE_DIR.value:

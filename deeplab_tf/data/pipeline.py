@@ -70,6 +70,15 @@ def bootstrap(dataset, *, classes, factor, label_fn):
             .flat_map(lambda example, n: tf.data.Dataset.from_tensors(example).repeat(n)))
 
 
+def _resize_fn(min_resize_value, max_resize_value, resize_factor):
+    """(image, label) -> (image, label): `preprocess.resize_to_range` when `min_resize_value` is set
+    (the original release's ADE20K setting: 513, 513, 16), else unchanged. 0 or None means off."""
+    if not (min_resize_value or max_resize_value):
+        return lambda image, label: (image, label)
+    return lambda image, label: preprocess.resize_to_range(
+        image, label, min_size=min_resize_value, max_size=max_resize_value, factor=resize_factor)
+
+
 def _pair(crop_size):
     return (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
 
@@ -77,15 +86,19 @@ def _pair(crop_size):
 def train_dataset(file_pattern, *, batch_size, crop_size=(513, 513), min_scale=0.5,
                   max_scale=2.0, scale_step=0.25, flip=True, ignore_label=IGNORE_LABEL,
                   bootstrap_classes=(), bootstrap_factor=1, shuffle_buffer=1000, seed=None,
-                  input_context=None, repeat=True, pad_value=MEAN_RGB):
+                  input_context=None, repeat=True, pad_value=MEAN_RGB, min_resize_value=None,
+                  max_resize_value=None, resize_factor=None):
     """(images float32 [b, crop_h, crop_w, 3] in 0..255, labels int32 [b, crop_h, crop_w]).
 
     `batch_size` is global: with a tf.distribute `input_context` each replica gets
     `input_context.get_per_replica_batch_size(batch_size)` and each input pipeline its own
     files. Batches drop the remainder. `seed` fixes file order, shuffling and augmentation.
     `pad_value` fills crops larger than the scaled image: the backbone's `resnet.pad_value`.
+    `min_resize_value`, `max_resize_value`, `resize_factor`: resize every image to that range
+    (`preprocess.resize_to_range`) before the random scale, as the release trains ADE20K.
     """
     crop_size = _pair(crop_size)
+    resize = _resize_fn(min_resize_value, max_resize_value, resize_factor)
     if input_context:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     pipeline_id = input_context.input_pipeline_id if input_context else 0
@@ -103,8 +116,9 @@ def train_dataset(file_pattern, *, batch_size, crop_size=(513, 513), min_scale=0
 
     def augment(example, example_seed):
         example = parse(example)
+        image, label = resize(example["image"], example["label"])
         return preprocess.preprocess_for_train(
-            example["image"], example["label"], seed=example_seed, crop_size=crop_size,
+            image, label, seed=example_seed, crop_size=crop_size,
             min_scale=min_scale, max_scale=max_scale, scale_step=scale_step, flip=flip,
             ignore_label=ignore_label, pad_value=pad_value)
 
@@ -114,16 +128,22 @@ def train_dataset(file_pattern, *, batch_size, crop_size=(513, 513), min_scale=0
             .prefetch(tf.data.AUTOTUNE))
 
 
-def eval_dataset(file_pattern, *, input_context=None):
+def eval_dataset(file_pattern, *, input_context=None, min_resize_value=None, max_resize_value=None,
+                 resize_factor=None):
     """Batches of one whole image at its original size, in file order, not augmented:
-    {"image": float32 [1, H, W, 3] in 0..255, "label": int32 [1, H, W], "filename": [1]}."""
+    {"image": float32 [1, H, W, 3] in 0..255, "label": int32 [1, H, W], "filename": [1]}.
+
+    With `min_resize_value` (and `max_resize_value`, `resize_factor`) image and label are first
+    resized to that range as in `train_dataset`, so a metric is computed at the resized size, as
+    the original release evaluates ADE20K."""
     dataset, parse, _ = _examples(file_pattern, input_context=input_context, training=False,
                                   seed=None)
+    resize = _resize_fn(min_resize_value, max_resize_value, resize_factor)
 
     def whole_image(example):
         example = parse(example)
-        return {"image": tf.cast(example["image"], tf.float32),
-                "label": tf.cast(example["label"], tf.int32),
+        image, label = resize(example["image"], example["label"])
+        return {"image": tf.cast(image, tf.float32), "label": tf.cast(label, tf.int32),
                 "filename": example["filename"]}
 
     return (dataset.map(whole_image, num_parallel_calls=tf.data.AUTOTUNE)

@@ -103,3 +103,50 @@ def preprocess_for_train(image, label, *, seed, crop_size=(513, 513), min_scale=
                                flip=mirror, ignore_label=ignore_label, pad_value=pad_value)
     return (tf.ensure_shape(image, [crop_size[0], crop_size[1], 3]),
             tf.ensure_shape(label, [crop_size[0], crop_size[1]]))
+
+
+def _round_up_to_factor(size, factor):
+    """The smallest factor * k + 1 >= size (sizes of this form keep pixel centres aligned)."""
+    return size + (factor - (size - 1) % factor) % factor
+
+
+def resize_to_range_size(height, width, *, min_size, max_size=None, factor=None):
+    """The (height, width) int32 [2] `resize_to_range` resizes a height x width image to.
+
+    The original release's rule, in float32 as it computes: scale so the shorter side is `min_size`;
+    if the longer side would then exceed `max_size`, scale so the longer side is `max_size` instead
+    (sides rounded up). With `factor`, both sides are then rounded up to factor * k + 1, and
+    `max_size` is first lowered to the largest factor * k + 1 below it so the result stays within it
+    (min = max = 513 with factor 16 gives a longer side of 497).
+    """
+    size = tf.cast(tf.stack([height, width]), tf.float32)
+    new_size = tf.cast(tf.math.ceil(size * (float(min_size) / tf.reduce_min(size))), tf.int32)
+    if max_size:
+        limit = float(max_size)
+        if factor:
+            limit = float(_round_up_to_factor(max_size, factor) - factor)
+        capped = tf.cast(tf.math.ceil(size * (limit / tf.reduce_max(size))), tf.int32)
+        new_size = tf.where(tf.cast(tf.reduce_max(new_size), tf.float32) > limit, capped, new_size)
+    if factor:
+        new_size = _round_up_to_factor(new_size, factor)
+    return new_size
+
+
+def resize_to_range(image, label, *, min_size, max_size=None, factor=None):
+    """Resizes image [H, W, 3] and label [H, W] so their sides fall in [min_size, max_size], as the
+    original release does to every ADE20K image before augmentation (its min_resize_value,
+    max_resize_value, resize_factor); sizes from `resize_to_range_size`.
+
+    The image is resized bilinearly, the label by nearest neighbour (no new class ids), both with
+    aligned corners as the release does. Returns (float32 image, int32 label).
+    """
+    if not min_size or min_size < 0 or (max_size or 0) < 0 or (factor or 0) < 0:
+        raise ValueError(f"resize to range needs a positive min_size (and max_size, factor >= 0), got "
+                         f"min_size={min_size}, max_size={max_size}, factor={factor}")
+    shape = tf.shape(label)
+    size = resize_to_range_size(shape[0], shape[1], min_size=min_size, max_size=max_size, factor=factor)
+    # tf.image.resize has no aligned corners: the raw ops with half_pixel_centers=False do.
+    image = tf.raw_ops.ResizeBilinear(images=tf.cast(image, tf.float32)[None], size=size, align_corners=True)[0]
+    label = tf.raw_ops.ResizeNearestNeighbor(images=tf.cast(label, tf.int32)[None, ..., None], size=size,
+                                             align_corners=True)[0, ..., 0]
+    return image, label

@@ -95,7 +95,7 @@ class ProgressPrinter:
 
 def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, scales=(1.0,),
              flip=False, window_size=None, eval_crop_size=None, class_names=None, max_images=None,
-             progress=None):
+             progress=None, resize=None):
     """Segments every image of a TFRecord split and scores the split's confusion matrix.
 
     Args:
@@ -111,6 +111,9 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
         max_images: evaluate only the first this many images (a quick look, not a score).
         progress: optional callable ``progress(images_done, images_total)`` called after each
             image, e.g. a `ProgressPrinter`.
+        resize: `eval_dataset`'s resize-to-range keyword arguments (min_resize_value,
+            max_resize_value, resize_factor): image and label are resized first and the metric is
+            computed at that size, as the release evaluates ADE20K; None: the stored size.
 
     Returns:
         `metrics.segmentation_metrics` of the summed confusion matrix, plus ``num_images`` and
@@ -135,7 +138,7 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
                                             num_classes=num_classes, ignore_label=ignore_label)
 
     confusion = np.zeros([num_classes, num_classes], np.int64)
-    for done, example in enumerate(eval_dataset(file_pattern).take(total), start=1):
+    for done, example in enumerate(eval_dataset(file_pattern, **(resize or {})).take(total), start=1):
         try:
             confusion += confusion_of(example["image"], example["label"]).numpy()
         except tf.errors.InvalidArgumentError as error:
@@ -149,11 +152,25 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
     return metrics
 
 
-def protocol_description(eval_crop_size):
-    """How the images were evaluated, for reports: "images padded to 513x513" or "images at their own size"."""
+def resize_description(resize):
+    """The resize-to-range of `evaluate`'s `resize` for reports ("resized to 513-513, factor 16"); "" if off."""
+    if not resize_range(resize):
+        return ""
+    factor = f", factor {resize['resize_factor']}" if resize.get("resize_factor") else ""
+    return f"resized to {resize['min_resize_value']}-{resize.get('max_resize_value') or 'any'}{factor}, "
+
+
+def resize_range(resize):
+    """`resize` if it resizes (a min_resize_value set), else None."""
+    return dict(resize) if resize and resize.get("min_resize_value") else None
+
+
+def protocol_description(eval_crop_size, resize=None):
+    """How the images were evaluated, for reports: "images padded to 513x513" or "images at their own size",
+    after "resized to <min>-<max>, factor <f>, " when `resize` is on."""
     if eval_crop_size:
-        return f"images padded to {eval_crop_size[0]}x{eval_crop_size[1]}"
-    return "images at their own size"
+        return f"{resize_description(resize)}images padded to {eval_crop_size[0]}x{eval_crop_size[1]}"
+    return f"{resize_description(resize)}images at their own size"
 
 
 def checkpoint_step(prefix):
@@ -163,10 +180,12 @@ def checkpoint_step(prefix):
 
 
 def default_output_dir(workdir, *, output_stride, scales=(1.0,), flip=False, precision="float32",
-                       eval_crop_size=None):
-    """``<workdir>/eval_os<N>``, with ``_crop<H>x<W>`` for the eval-crop protocol, ``_ms`` for
-    multi-scale inputs, ``_flip`` for flips and ``_bf16`` for bfloat16 computation."""
-    suffix = ((f"_crop{eval_crop_size[0]}x{eval_crop_size[1]}" if eval_crop_size else "")
+                       eval_crop_size=None, resize=None):
+    """``<workdir>/eval_os<N>``, with ``_resize<min>`` for images resized to a range, ``_crop<H>x<W>`` for
+    the eval-crop protocol, ``_ms`` for multi-scale inputs, ``_flip`` for flips and ``_bf16`` for bfloat16."""
+    resize = resize_range(resize)
+    suffix = ((f"_resize{resize['min_resize_value']}" if resize else "")
+              + (f"_crop{eval_crop_size[0]}x{eval_crop_size[1]}" if eval_crop_size else "")
               + ("_ms" if tuple(scales) != (1.0,) else "") + ("_flip" if flip else "")
               + ("_bf16" if precision == "mixed_bfloat16" else ""))
     return os.path.join(workdir, f"eval_os{output_stride}{suffix}")
@@ -189,7 +208,7 @@ def write_results(output_dir, results, *, step):
 
 def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride=None,
                         scales=(1.0,), flip=False, window_size=None, eval_crop_size=None,
-                        output_dir=None, max_images=None, progress=None, precision="float32"):
+                        output_dir=None, max_images=None, progress=None, precision="float32", resize=None):
     """Evaluates one checkpoint on a split and records the result at the checkpoint's step.
 
     Args:
@@ -201,7 +220,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
         scales, flip, window_size: inference options, see `inference.predict`.
         eval_crop_size: see `evaluate`; recorded in the results and the default folder name.
         output_dir: where to write; default `default_output_dir` of the checkpoint's workdir.
-        max_images, progress: see `evaluate`.
+        max_images, progress, resize: see `evaluate`; `resize` is recorded in the results.
         precision: "float32", or "mixed_bfloat16" to compute in bfloat16 (about 2x faster on CPUs
             with bfloat16 matrix units such as AMX; slower on CPUs without them).
 
@@ -220,7 +239,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
                        ignore_label=dataset_info.ignore_label, scales=scales, flip=flip,
                        window_size=window_size, eval_crop_size=eval_crop_size,
                        class_names=dataset_info.class_names,
-                       max_images=max_images, progress=progress)
+                       max_images=max_images, progress=progress, resize=resize)
     seconds = time.monotonic() - start
     step = checkpoint_step(prefix)
     results = {
@@ -228,10 +247,12 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
         "eval_pattern": file_pattern, "output_stride": output_stride, "scales": list(scales),
         "flip": flip, "window_size": window_size,
         "eval_crop_size": list(eval_crop_size) if eval_crop_size else None,  # None: each image at its size
+        "resize": resize_range(resize),  # None: the stored size
         "precision": precision, "seconds": seconds, **metrics,
     }
     output_dir = output_dir or default_output_dir(workdir, output_stride=output_stride, scales=scales,
-                                                  flip=flip, precision=precision, eval_crop_size=eval_crop_size)
+                                                  flip=flip, precision=precision, eval_crop_size=eval_crop_size,
+                                                  resize=resize)
     return results, write_results(output_dir, results, step=step)
 
 

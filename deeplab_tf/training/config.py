@@ -54,6 +54,12 @@ def default_config():
         max_scale=2.0,
         scale_step=0.25,             # 0: continuous scales.
         flip=True,
+        # Resize every image so its sides fall in [min, max] (sizes factor * k + 1) before the random
+        # scale, and in the closing evaluation (its mIOU then at that size), as the release does for
+        # ADE20K (513, 513, 16). 0: off (PASCAL VOC, Cityscapes).
+        min_resize_value=0,
+        max_resize_value=0,
+        resize_factor=0,
         base_learning_rate=0.007,
         learning_rate_power=0.9,
         end_learning_rate=0.0,
@@ -110,6 +116,11 @@ def check_config(config, *, num_replicas):
             f"Training batch norm with {per_replica} image per replica cannot estimate batch statistics: raise "
             f"config.train.batch_size (the paper uses 16), set config.model.sync_bn=True, or freeze batch norm "
             f"with config.train.fine_tune_batch_norm=False.")
+    if train.max_resize_value and not train.min_resize_value:
+        raise ValueError(f"config.train.max_resize_value={train.max_resize_value} needs config.train.min_resize_value "
+                         f"(the size of the shorter side, e.g. {train.max_resize_value}).")
+    if min(train.min_resize_value, train.max_resize_value, train.resize_factor) < 0:
+        raise ValueError("config.train.min_resize_value, max_resize_value and resize_factor must be >= 0 (0: off).")
     if train.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
         raise ValueError(f"config.train.precision={train.precision!r}: use float32, mixed_bfloat16 or mixed_float16.")
     if train.steps <= 0:

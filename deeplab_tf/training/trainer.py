@@ -92,6 +92,12 @@ def initialize_from(model, path, *, exclude=("logits",)):
     return "\n".join(lines)
 
 
+def resize_options(train_cfg):
+    """The pipelines' resize-to-range keyword arguments from config.train (0: off)."""
+    return dict(min_resize_value=train_cfg.min_resize_value, max_resize_value=train_cfg.max_resize_value,
+                resize_factor=train_cfg.resize_factor)
+
+
 def _evaluate_after_training(config, checkpoint):
     """Scores `checkpoint` on config.dataset.eval_pattern at the trained output stride, one scale, on the
     config.dataset.eval_crop_size canvas if set."""
@@ -102,9 +108,9 @@ def _evaluate_after_training(config, checkpoint):
         info = dataclasses.replace(info, num_classes=num_classes_of(config), class_names=(), colormap="pascal")
     crop = tuple(config.dataset.eval_crop_size) or None
     results, path = evaluator.evaluate_checkpoint(checkpoint, config.dataset.eval_pattern, dataset_info=info,
-                                                  eval_crop_size=crop)
+                                                  eval_crop_size=crop, resize=resize_options(config.train))
     return (f"Evaluation at output stride {results['output_stride']}: mIOU {results['mean_iou']:.4f} on "
-            f"{config.dataset.eval_pattern} -> {path} ({evaluator.protocol_description(crop)})")
+            f"{config.dataset.eval_pattern} -> {path} ({evaluator.protocol_description(crop, results['resize'])})")
 
 
 def _check_finite(model, step, manager):
@@ -282,7 +288,8 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
             bootstrap_classes=tuple(config.dataset.bootstrap_classes),
             bootstrap_factor=config.dataset.bootstrap_factor, shuffle_buffer=train_cfg.shuffle_buffer,
             # Asynchronous workers all have input pipeline 0: unseeded, they draw different batches.
-            seed=None if ps else train_cfg.seed, input_context=input_context, pad_value=pad_value)
+            seed=None if ps else train_cfg.seed, input_context=input_context, pad_value=pad_value,
+            **resize_options(train_cfg))
 
     step_fn = make_train_step(model, optimizer, global_step=global_step, ignore_label=config.dataset.ignore_label,
                               top_k_percent_pixels=train_cfg.top_k_percent_pixels,
@@ -292,7 +299,7 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
         sample_images, sample_labels = next(iter(data.train_dataset(
             train_patterns, batch_size=min(2, train_cfg.batch_size),
             crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
-            ignore_label=config.dataset.ignore_label, pad_value=pad_value)))
+            ignore_label=config.dataset.ignore_label, pad_value=pad_value, **resize_options(train_cfg))))
     colormap = visualization.get_colormap(info.colormap)
 
     if ps:

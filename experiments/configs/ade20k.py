@@ -4,11 +4,12 @@ in steps of 0.25, 513 x 513 crops, batch norm trained) on ADE20K train with the 
 ADE20K adaptation (its g3doc/ade20k.md): 150K steps and 513 x 513 crops. 150 classes, "other"
 ignored (datasets/build_ade20k_data.py).
 
-What the release does differently: it trains with batch 4 (for demonstration, its page says; batch norm
-needs more than 12) and resizes every image so that its longer side is 513 (min_resize_value =
-max_resize_value = 513 in its training command) before the random scaling. This pipeline has no
-such resize: images are scaled and cropped from their stored size, and evaluated at it, each on its own
-canvas since their sizes differ (eval_crop_size ()), as the benchmark scores them.
+Like the release, every image and label is first resized so that its sides fall in 513..513 with
+sides of the form 16k + 1 (its min_resize_value = max_resize_value = 513, resize_factor = 16;
+`preprocess.resize_to_range`, whose rule lowers the cap to 513 - 16: the longer side becomes 497)
+before the random scaling, and the closing evaluation scores the resized images (mIOU at that size,
+as the release's eval command), each on its own canvas since their sizes differ (eval_crop_size ()).
+What the release does differently: it trains with batch 4 (for demonstration, its page says; batch norm needs more than 12).
 """
 
 from experiments.configs import base
@@ -20,6 +21,9 @@ COMMON = {
     "dataset.train_pattern": ADE20K_TRAIN,
     "train.steps": 150000,
     "train.crop_size": (513, 513),
+    "train.min_resize_value": 513,
+    "train.max_resize_value": 513,
+    "train.resize_factor": 16,
     "dataset.eval_crop_size": (),
 }
 SETTINGS = {"train": {}}
