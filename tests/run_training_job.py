@@ -6,7 +6,8 @@
 
 mirrored: two logical CPU devices and synchronized BN. parameter_server: an in-process cluster of
 two workers and one ps (ClusterCoordinator, asynchronous steps). init: only saves a freshly initialised
-model as a workdir (ckpt-1), for runs that must start from the same weights. mirrored_per_replica: the
+model as a workdir (ckpt-1), batch-norm statistics set from one batch, for runs that must start from the
+same weights. mirrored_per_replica: the
 config in <config.json> on two logical CPU devices, each replica with its own input pipeline (the input a
 2-worker MultiWorkerMirroredStrategy job gives its workers). Prints RESULT <json> at the end.
 """
@@ -18,9 +19,11 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deeplab_tf import workdir as workdir_lib  # noqa: E402
+from deeplab_tf.data import train_dataset  # noqa: E402
 from deeplab_tf.training.local_cluster import make_cluster  # noqa: E402
 from deeplab_tf.training.trainer import build_model, train  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
@@ -57,8 +60,14 @@ def per_replica_input(strategy):
 
 
 def save_initial_model(tfrecord_dir, workdir):
-    model = build_model(small_config(tfrecord_dir))
-    model(tf.zeros([1, 65, 65, 3]), training=False)
+    """A fresh model whose batch-norm moving statistics are those of one training batch (bn_momentum 0),
+    so that it can also start a run with frozen statistics (the paper's second stage)."""
+    config = small_config(tfrecord_dir)
+    config.model.bn_momentum = 0.0
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    images, _ = next(iter(train_dataset(config.dataset.train_pattern, batch_size=4, crop_size=(65, 65), seed=0)))
+    model(images, training=True)
     tf.train.Checkpoint(model=model).save(os.path.join(workdir_lib.checkpoint_dir(workdir), "ckpt"))
     workdir_lib.save_model_config(workdir, model)
     print("RESULT " + json.dumps({"workdir": workdir}), flush=True)
