@@ -146,6 +146,19 @@ def test_inverse_frequency_is_stored_in_the_workdir_and_reused_on_resume(tfrecor
     assert used[-1] == tuple(stored["weights"])
 
 
+def test_an_unreadable_weights_file_is_named_with_the_fix(tfrecords, tmp_path):
+    (tmp_path / "class_weights.json").write_text('{"weights": [1.0, 2.')  # a truncated write by hand
+    config = small_config(tfrecords, class_weights=("inverse_frequency",))
+    with pytest.raises(ValueError) as error:
+        class_weights_lib.resolve_class_weights(config, str(tmp_path), num_classes=21)
+    assert str(error.value).startswith(f"{tmp_path / 'class_weights.json'} cannot be used (JSONDecodeError")
+    assert str(error.value).endswith("delete it to recompute the class weights.")
+    (tmp_path / "class_weights.json").write_text(json.dumps({"weights": [1.0] * 20}))
+    with pytest.raises(ValueError, match=r"class_weights.json cannot be used \(ValueError: its weights has 20 values "
+                                         r"for 21 classes"):
+        class_weights_lib.resolve_class_weights(config, str(tmp_path), num_classes=21)
+
+
 # --- configuration errors -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, message", [

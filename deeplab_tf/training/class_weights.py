@@ -102,14 +102,14 @@ def inverse_frequency(counts):
 
 
 def _load(path, num_classes):
+    """(weights, the stored dict) of a class_weights.json, or one ValueError naming the file and the fix."""
     try:
         with tf.io.gfile.GFile(path) as f:
             stored = json.load(f)
-        weights = stored["weights"]
+        return check_class_weights(stored["weights"], "its weights", num_classes), stored
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); delete it to recompute the "
+        raise ValueError(f"{path} cannot be used ({type(error).__name__}: {error}); delete it to recompute the "
                          f"class weights.") from None
-    return check_class_weights(weights, path, num_classes), stored
 
 
 def resolve_class_weights(config, workdir, *, num_classes, log=print):
