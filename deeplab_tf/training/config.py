@@ -6,7 +6,9 @@ varies; every field can be overridden on the command line (`--config.train.steps
 
 import ml_collections
 
+from deeplab_tf.data.registry import get_dataset_info
 from deeplab_tf.modeling.resnet import BACKBONES, max_output_stride
+from deeplab_tf.training.class_weights import requested_weights
 from deeplab_tf.training.strategies import STRATEGIES
 
 # Section 4.3: the hard classes bootstrapped on PASCAL VOC (bicycle, chair, dining table, potted
@@ -69,6 +71,7 @@ def default_config():
         fine_tune_batch_norm=True,
         upsample_logits=True,        # Table 8: upsample logits rather than downsample labels.
         top_k_percent_pixels=1.0,
+        class_weights=(),            # (): unweighted (the paper); one weight per class; or "inverse_frequency".
         init_checkpoint="",          # ImageNet TF-slim checkpoint or an earlier stage's workdir.
         init_exclude=("logits",),    # Regexes of variable paths not taken from an earlier stage.
         precision="float32",         # float32 | mixed_bfloat16 | mixed_float16.
@@ -125,3 +128,6 @@ def check_config(config, *, num_replicas):
         raise ValueError(f"config.train.precision={train.precision!r}: use float32, mixed_bfloat16 or mixed_float16.")
     if train.steps <= 0:
         raise ValueError(f"config.train.steps must be positive, got {train.steps}.")
+    if train.class_weights:
+        num_classes = config.dataset.num_classes or get_dataset_info(config.dataset.name).num_classes
+        requested_weights(train.class_weights, num_classes)

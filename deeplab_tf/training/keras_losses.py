@@ -6,6 +6,7 @@ import tensorflow as tf
 from deeplab_tf.constants import IGNORE_LABEL
 from deeplab_tf.evaluation.mean_iou import labels_and_logits
 from deeplab_tf.modeling.layers import resize_bilinear
+from deeplab_tf.training.class_weights import check_class_weights
 from deeplab_tf.training.losses import resize_labels_nearest, segmentation_loss_terms
 
 
@@ -19,7 +20,8 @@ class SegmentationLoss(keras.losses.Loss):
     logits, e.g. with a model returning logits at the output stride:
     ``keras.Model(model.inputs, model.get_layer("logits").output)``. A `DeepLabV3` already returns logits
     at its input size, so both are the same there. With `top_k_percent_pixels` < 1 only the hardest
-    pixels count (`deeplab_tf.training.losses.segmentation_loss_terms`). Weight decay is not part of
+    pixels count, and `class_weights` weights each pixel by its class, the loss becoming a weighted mean
+    (`deeplab_tf.training.losses.segmentation_loss_terms`). Weight decay is not part of
     it: the model carries it in `model.losses`, which `fit` adds.
 
     Under a multi-replica strategy Keras averages the replicas' losses, which equals deeplab-train's
@@ -29,6 +31,8 @@ class SegmentationLoss(keras.losses.Loss):
         ignore_label: label value left out.
         top_k_percent_pixels: fraction of pixels kept by hard pixel mining (1.0 keeps all).
         upsample_logits: see above.
+        class_weights: None (unweighted, as the paper) or one non-negative float per class, e.g. the
+            `weights` of a workdir's class_weights.json.
 
     Example:
         >>> model = DeepLabV3(num_classes=21, backbone="resnet_v1_50", weight_decay=1e-4)
@@ -37,13 +41,16 @@ class SegmentationLoss(keras.losses.Loss):
     """
 
     def __init__(self, *, ignore_label=IGNORE_LABEL, top_k_percent_pixels=1.0, upsample_logits=True,
-                 name="segmentation_loss", **kwargs):
+                 class_weights=None, name="segmentation_loss", **kwargs):
         if not 0.0 < top_k_percent_pixels <= 1.0:
             raise ValueError(f"top_k_percent_pixels must be in (0, 1], got {top_k_percent_pixels}.")
+        if class_weights is not None:
+            class_weights = check_class_weights(class_weights, "class_weights")
         super().__init__(name=name, **kwargs)
         self.ignore_label = ignore_label
         self.top_k_percent_pixels = top_k_percent_pixels
         self.upsample_logits = upsample_logits
+        self.class_weights = class_weights
 
     def call(self, y_true, y_pred):
         labels, logits = labels_and_logits(y_true, y_pred)
@@ -53,10 +60,12 @@ class SegmentationLoss(keras.losses.Loss):
         else:
             labels = resize_labels_nearest(labels, tf.shape(logits)[1:3])
         loss_sum, num_pixels = segmentation_loss_terms(labels, logits, ignore_label=self.ignore_label,
-                                                       top_k_percent_pixels=self.top_k_percent_pixels)
+                                                       top_k_percent_pixels=self.top_k_percent_pixels,
+                                                       class_weights=self.class_weights)
         # A scalar: Keras' reduction of one value leaves it as it is.
         return loss_sum / tf.maximum(num_pixels, 1.0)
 
     def get_config(self):
         return {**super().get_config(), "ignore_label": self.ignore_label,
-                "top_k_percent_pixels": self.top_k_percent_pixels, "upsample_logits": self.upsample_logits}
+                "top_k_percent_pixels": self.top_k_percent_pixels, "upsample_logits": self.upsample_logits,
+                "class_weights": None if self.class_weights is None else list(self.class_weights)}

@@ -25,6 +25,7 @@ from deeplab_tf.data import faults
 from deeplab_tf.modeling import DeepLabV3, resnet
 from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbone
 from deeplab_tf.modeling.precision import dtype_policy
+from deeplab_tf.training.class_weights import resolve_class_weights
 from deeplab_tf.training.config import check_config
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.step import make_train_step
@@ -291,9 +292,11 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
             seed=None if ps else train_cfg.seed, input_context=input_context, pad_value=pad_value,
             **resize_options(train_cfg))
 
+    with _naming_data_faults(config, train_patterns, log):
+        class_weights = resolve_class_weights(config, workdir, num_classes=num_classes_of(config), log=log)
     step_fn = make_train_step(model, optimizer, global_step=global_step, ignore_label=config.dataset.ignore_label,
                               top_k_percent_pixels=train_cfg.top_k_percent_pixels,
-                              upsample_logits=train_cfg.upsample_logits)
+                              upsample_logits=train_cfg.upsample_logits, class_weights=class_weights)
     summary_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
     with _naming_data_faults(config, train_patterns, log):
         sample_images, sample_labels = next(iter(data.train_dataset(
