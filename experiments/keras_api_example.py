@@ -1,4 +1,4 @@
-"""The README's "Use from Python" on the demo's synthetic scenes: build, fit, evaluate, save, load, predict.
+"""The README's "Use from Python" on the demo's synthetic scenes: build, fit, evaluate, save, load, segment.
 
 Runs from scratch with no download (the demo dataset is generated, about 1 MB) in a few minutes on a
 laptop CPU at the defaults; the numbers it prints are those of a short run, not of the paper:
@@ -6,6 +6,7 @@ laptop CPU at the defaults; the numbers it prints are those of a short run, not 
     python experiments/keras_api_example.py --output_dir=/tmp/keras_api_example --steps=60
 """
 
+import glob
 import os
 
 import keras
@@ -51,9 +52,9 @@ def main(argv):
                                   class_names=demo_dataset.CLASS_NAMES)
     print(f"{path}: val mIOU {results['mean_iou']:.4f} over {results['num_images']} images")
 
-    # Predict one image at its own size, with two scales and flips.
-    image = next(iter(deeplab_tf.eval_dataset(os.path.join(tfrecords, "val-*"))))["image"]
-    labels = deeplab_tf.predict(inference_model, image, scales=(0.75, 1.0), flip=True)[0].numpy()
+    # Segment one JPEG at its own size, with two scales and flips.
+    image_path = sorted(glob.glob(os.path.join(voc, "JPEGImages", "val_*.jpg")))[0]
+    labels = deeplab_tf.segment(inference_model, image_path, scales=(0.75, 1.0), flip=True)
     present = [demo_dataset.CLASS_NAMES[c] for c in np.unique(labels)]
     print(f"first val image {labels.shape}: predicted classes {', '.join(present)}")
 
