@@ -7,7 +7,7 @@ split before any score is computed (`metrics`). Each image runs at its own size,
 both training and test"); only the image's own pixels are scored either way. Multi-scale inputs,
 left-right flips and sliding windows are `inference.predict`'s options.
 
-Results of a checkpoint go to ``<workdir>/eval_os<N>[_crop<H>x<W>][_ms][_flip]/`` (or a given folder):
+Results of a checkpoint go to ``<workdir>/eval_os<N>[_resize<M>][_crop<H>x<W>][_ms][_flip][_bf16]/`` (or a given folder):
 one ``metrics-<step>.json`` per checkpoint and TensorBoard scalars at the checkpoint's training step, so
 that runs evaluated with different inference settings show side by side and never mix.
 """
