@@ -245,8 +245,11 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
     log(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) in sync.")
     train_cfg = config.train
     info = data.get_dataset_info(config.dataset.name)
-    # Initial weights come from Keras' global generator: seeded, a run from scratch is repeatable.
-    keras.utils.set_random_seed(train_cfg.seed)
+    # Initial weights come from Keras' global generator: seeded, a run from scratch is repeatable. Not under
+    # ParameterServerStrategy, where the global TF seed would give every asynchronous worker's (unseeded)
+    # input pipeline the same random stream.
+    if not is_parameter_server(strategy):
+        keras.utils.set_random_seed(train_cfg.seed)
     with strategy.scope():
         model = build_model(config)
         schedule = PolyLearningRate(
