@@ -13,11 +13,10 @@ import sys
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags
+from absl import flags
 
 from datasets import common
 from deeplab_tf.cli import entry
-from deeplab_tf.data import registry
 from deeplab_tf.data.sources import ade20k
 
 flags.DEFINE_string("ade20k_root", None,
@@ -29,13 +28,10 @@ flags.adopt_module_key_flags(common)  # --help lists the output flags too
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.run_conversion(
-        lambda: ade20k.convert_ade20k(FLAGS.ade20k_root, FLAGS.output_dir, splits=FLAGS.splits,
-                                      num_shards=FLAGS.num_shards, skip_bad=FLAGS.skip_bad),
-        info=registry.get_dataset_info("ade20k"))
+main = common.converter_main(
+    lambda: ade20k.convert_ade20k(FLAGS.ade20k_root, FLAGS.output_dir, splits=FLAGS.splits,
+                                  num_shards=FLAGS.num_shards, skip_bad=FLAGS.skip_bad),
+    dataset="ade20k")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,10 @@ import sys
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags
+from absl import flags
 
 from datasets import common
 from deeplab_tf.cli import entry
-from deeplab_tf.data import registry
 from deeplab_tf.data.sources import cityscapes
 
 flags.DEFINE_string("cityscapes_root", None,
@@ -27,14 +26,11 @@ flags.adopt_module_key_flags(common)  # --help lists the output flags too
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.run_conversion(
-        lambda: cityscapes.convert_cityscapes(FLAGS.cityscapes_root, FLAGS.output_dir,
-                                              splits=FLAGS.splits, num_shards=FLAGS.num_shards,
-                                              skip_bad=FLAGS.skip_bad),
-        info=registry.get_dataset_info("cityscapes"))
+main = common.converter_main(
+    lambda: cityscapes.convert_cityscapes(FLAGS.cityscapes_root, FLAGS.output_dir,
+                                          splits=FLAGS.splits, num_shards=FLAGS.num_shards,
+                                          skip_bad=FLAGS.skip_bad),
+    dataset="cityscapes")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ import sys
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags
+from absl import flags
 
 from datasets import common
 from deeplab_tf.cli import entry
-from deeplab_tf.data import registry
 from deeplab_tf.data.sources import coco
 
 flags.DEFINE_string("annotations", None, "COCO instances_*.json.", required=True)
@@ -30,15 +29,12 @@ flags.adopt_module_key_flags(common)  # --help lists the output flags too
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.run_conversion(
-        lambda: coco.convert_coco_voc(FLAGS.annotations, FLAGS.image_dir, FLAGS.output_dir,
-                                      split=FLAGS.split, num_shards=FLAGS.num_shards,
-                                      min_region_pixels=FLAGS.min_region_pixels,
-                                      skip_bad=FLAGS.skip_bad),
-        info=registry.get_dataset_info("coco_voc"))
+main = common.converter_main(
+    lambda: coco.convert_coco_voc(FLAGS.annotations, FLAGS.image_dir, FLAGS.output_dir,
+                                  split=FLAGS.split, num_shards=FLAGS.num_shards,
+                                  min_region_pixels=FLAGS.min_region_pixels,
+                                  skip_bad=FLAGS.skip_bad),
+    dataset="coco_voc")
 
 
 if __name__ == "__main__":

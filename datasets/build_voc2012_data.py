@@ -10,11 +10,10 @@ import sys
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags
+from absl import flags
 
 from datasets import common
 from deeplab_tf.cli import entry
-from deeplab_tf.data import registry
 from deeplab_tf.data.sources import voc
 
 flags.DEFINE_string("voc_root", None, "VOCdevkit/VOC2012 (or VOCdevkit).", required=True)
@@ -27,14 +26,11 @@ flags.adopt_module_key_flags(common)  # --help lists the output flags too
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.run_conversion(
-        lambda: voc.convert_voc2012(FLAGS.voc_root, FLAGS.output_dir, splits=FLAGS.splits,
-                                    num_shards=FLAGS.num_shards, sbd_root=FLAGS.sbd_root,
-                                    skip_bad=FLAGS.skip_bad),
-        info=registry.get_dataset_info("pascal_voc_seg"))
+main = common.converter_main(
+    lambda: voc.convert_voc2012(FLAGS.voc_root, FLAGS.output_dir, splits=FLAGS.splits,
+                                num_shards=FLAGS.num_shards, sbd_root=FLAGS.sbd_root,
+                                skip_bad=FLAGS.skip_bad),
+    dataset="pascal_voc_seg")
 
 
 if __name__ == "__main__":

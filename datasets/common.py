@@ -4,8 +4,9 @@ import os
 import sys
 import tempfile
 
-from absl import flags
+from absl import app, flags
 
+from deeplab_tf.data import registry
 from deeplab_tf.data.validation import DataError
 
 
@@ -46,3 +47,15 @@ def run_conversion(convert, *, info):
     except DataError as e:
         sys.exit(f"error: {e}")
     print(summary.format(class_names=info.class_names, ignore_label=info.ignore_label))
+
+
+def converter_main(convert, *, dataset):
+    """The main(argv) of the converter of registered `dataset`: `convert()` (which reads the flags) under
+    `run_conversion`."""
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        run_conversion(convert, info=registry.get_dataset_info(dataset))
+
+    return main
