@@ -2,8 +2,10 @@
 
 Each case runs in its own process so that its peak resident memory is its own. Within a case the
 precisions are timed interleaved (one call of each in turn), so that the machine's drift hits them
-alike and their ratio is fair. Prints one line per case and precision; `experiments/peers/` times
-torchvision and TF Model Garden on the same machine for comparison.
+alike and their ratio is fair. Prints one line per case and precision, with the rate of useful work
+(GFLOP/s: multiply-adds x 2 of every convolution tap that reads at least one real pixel) and its share of
+the machine's measured matrix-multiplication rate in that precision (`--peak`); `experiments/compare_peers.py`
+times torchvision and TF Model Garden on the same machine beside it.
 
     python -m experiments.benchmark                      # all cases, float32 and mixed_bfloat16
     python -m experiments.benchmark --cases=r101_os16_infer --repeats=10 --precisions=float32
@@ -19,6 +21,7 @@ import resource
 import subprocess
 import sys
 import time
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,6 +45,7 @@ flags.DEFINE_integer("batch", 0, "Batch size for every case (0: the case's own, 
 flags.DEFINE_integer("repeats", 5, "Timed repetitions after two warm-up runs.")
 flags.DEFINE_list("precisions", list(PRECISIONS),
                   "Keras dtype policies to time, interleaved (float32, mixed_bfloat16).")
+flags.DEFINE_bool("peak", True, "Measure and print the machine's matmul rate per precision first.")
 flags.DEFINE_string("_child", None, "Internal: run one case in this process and print JSON.")
 FLAGS = flags.FLAGS
 
@@ -71,9 +75,83 @@ def _build_step(name, precision):
     return batch, step, (images, labels)
 
 
+def conv_gflop(layer, input_shape):
+    """Useful GFLOP of one `AtrousConv2D` call: 2 x multiply-adds of the taps that read real pixels.
+
+    Taps that read only padding (large ASPP rates on small maps) are not work; strided convolutions
+    count every tap of every output pixel.
+    """
+    from deeplab_tf.modeling.layers import _tap_window
+
+    batch, height, width, channels = input_shape
+    per_pixel = 2 * channels * layer.filters
+    if layer.rate == 1:
+        out_h, out_w = ((n - 1) // layer.strides + 1 for n in (height, width))
+        return batch * out_h * out_w * layer.kernel_size ** 2 * per_pixel / 1e9
+    centre = (layer.kernel_size - 1) // 2
+    rows, cols = ([w[1] for w in (_tap_window(n, (i - centre) * layer.rate) for i in range(layer.kernel_size))
+                   if w] for n in (height, width))
+    return batch * sum(rows) * sum(cols) * per_pixel / 1e9
+
+
+def model_gflop(model, batch, size):
+    """Useful GFLOP of one forward pass of `model` on `batch` images of `size` x `size`."""
+    import tensorflow as tf
+
+    from deeplab_tf.modeling.layers import AtrousConv2D
+
+    total = 0.0
+    convolve = AtrousConv2D.convolve
+
+    def counting(layer, inputs, kernel):
+        nonlocal total
+        total += conv_gflop(layer, inputs.shape)
+        return convolve(layer, inputs, kernel)
+
+    with mock.patch.object(AtrousConv2D, "convolve", counting):
+        tf.function(lambda x: model(x, training=False)).get_concrete_function(
+            tf.TensorSpec([batch, size, size, 3]))
+    return total
+
+
+def work_gflop(name, batch, size):
+    """GFLOP of a case's step: one forward pass to infer; to train, forward + the input gradient + the
+    kernel gradient, three times the forward's (the first layer's input gradient is not computed, a 0.1% error)."""
+    from deeplab_tf.modeling import DeepLabV3
+
+    backbone, output_stride, _, mode = CASES[name]
+    model = DeepLabV3(num_classes=21, backbone=backbone, output_stride=output_stride)
+    forward = model_gflop(model, batch, size)
+    return forward if mode == "infer" else 3 * forward
+
+
+def matmul_peak(precision, size=4096, chain=8, repeats=5):
+    """GFLOP/s of a chain of `size`^2 matmuls in the precision's compute dtype (median of `repeats`)."""
+    import tensorflow as tf
+
+    dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
+    a = tf.cast(tf.random.normal([size, size], stddev=size ** -0.5), dtype)
+
+    @tf.function
+    def run(x):
+        for _ in range(chain):
+            x = tf.matmul(x, a)
+        return x
+
+    run(a).numpy()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(a).numpy()
+        seconds.append(time.perf_counter() - start)
+    return 2 * size ** 3 * chain / 1e9 / sorted(seconds)[repeats // 2]
+
+
 def _run_case(name):
     import tensorflow as tf
 
+    if name == "peak":
+        return {precision: matmul_peak(precision) for precision in FLAGS.precisions}
     steps = {precision: _build_step(name, precision) for precision in FLAGS.precisions}
     for _ in range(2):  # warm-up: tracing and oneDNN's first-call set-up
         for _, step, args in steps.values():
@@ -89,8 +167,16 @@ def _run_case(name):
     for precision, (batch, _, _) in steps.items():
         seconds = sorted(times[precision])[len(times[precision]) // 2]
         results.append({"case": name, "precision": precision, "seconds": seconds,
-                        "images_per_second": batch / seconds, "peak_mib": peak_mib})
+                        "images_per_second": batch / seconds, "peak_mib": peak_mib,
+                        "gflop": work_gflop(name, batch, FLAGS.size)})
     return results
+
+
+def run_child(name, *flags_):
+    """Runs `_run_case(name)` in a fresh process (its own peak memory) and returns its JSON."""
+    output = subprocess.run([sys.executable, "-m", "experiments.benchmark", f"--_child={name}", *flags_],
+                            capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main(argv):
@@ -104,20 +190,24 @@ def main(argv):
     for name in FLAGS.cases:
         if name not in CASES:
             raise app.UsageError(f"--cases: unknown case {name!r}; known: {', '.join(CASES)}")
-    print(f"{'case':<18} {'precision':<15} {'s/step':>8} {'img/s':>7} {'vs fp32':>8} {'peak MiB':>9}   "
-          f"({FLAGS.size}x{FLAGS.size}, median of {FLAGS.repeats}, precisions interleaved; peak memory is the "
-          f"case's process, all its precisions)")
+    child_flags = [f"--size={FLAGS.size}", f"--repeats={FLAGS.repeats}", f"--precisions={','.join(FLAGS.precisions)}",
+                   f"--batch={FLAGS.batch}"]
+    peaks = run_child("peak", *child_flags) if FLAGS.peak else {}
+    for precision, rate in peaks.items():
+        print(f"matmul peak {precision:<15} {rate:7.0f} GFLOP/s (chain of 4096^2 matmuls, median of 5)")
+    print(f"{'case':<18} {'precision':<15} {'s/step':>8} {'img/s':>7} {'vs fp32':>8} {'GFLOP':>7} {'GFLOP/s':>8} "
+          f"{'% peak':>7} {'peak MiB':>9}   ({FLAGS.size}x{FLAGS.size}, median of {FLAGS.repeats}, precisions "
+          f"interleaved; peak memory is the case's process, all its precisions)")
     for name in FLAGS.cases:
-        output = subprocess.run(
-            [sys.executable, "-m", "experiments.benchmark", f"--_child={name}", f"--size={FLAGS.size}",
-             f"--repeats={FLAGS.repeats}", f"--precisions={','.join(FLAGS.precisions)}", f"--batch={FLAGS.batch}"],
-            capture_output=True, text=True, check=True).stdout
-        results = json.loads(output.strip().splitlines()[-1])
+        results = run_child(name, *child_flags)
         reference = {r["precision"]: r["seconds"] for r in results}.get("float32")
         for result in results:
             ratio = f"{reference / result['seconds']:.2f}x" if reference else ""
+            rate = result["gflop"] / result["seconds"]
+            share = f"{100 * rate / peaks[result['precision']]:.0f}%" if peaks else ""
             print(f"{name:<18} {result['precision']:<15} {result['seconds']:>8.3f} "
-                  f"{result['images_per_second']:>7.2f} {ratio:>8} {result['peak_mib']:>9.0f}", flush=True)
+                  f"{result['images_per_second']:>7.2f} {ratio:>8} {result['gflop']:>7.1f} {rate:>8.0f} {share:>7} "
+                  f"{result['peak_mib']:>9.0f}", flush=True)
 
 
 if __name__ == "__main__":

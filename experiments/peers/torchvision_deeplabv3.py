@@ -1,10 +1,12 @@
 """torchvision's DeepLabv3-ResNet101 on the CPU, timed as `experiments.benchmark` times ours.
 
 Not part of the package: run it in a separate virtualenv with `pip install torch torchvision`
-(see experiments/README.md, "Peers"). Random weights, one 513x513 image, channels_last, no_grad,
-two threads; median of 10 calls after 3 warm-up ones.
+(see experiments/README.md, "Peers"). Random weights, channels_last, two threads; inference on one
+513x513 image (no_grad), or a training step on two (SGD with momentum, cross-entropy on the logits at
+the input size, batch norm in training mode); median of 10 calls after 3 warm-up ones.
 
     python experiments/peers/torchvision_deeplabv3.py --output_stride=16 --mode=compile --dtype=bfloat16
+    python experiments/peers/torchvision_deeplabv3.py --what=train --dtype=bfloat16
 """
 
 import argparse
@@ -39,17 +41,34 @@ def main():
     parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
     parser.add_argument("--mode", default="eager", choices=["eager", "compile"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--what", default="infer", choices=["infer", "train"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = build(args.output_stride).eval().to(memory_format=torch.channels_last)
+    model = build(args.output_stride).train(args.what == "train").to(memory_format=torch.channels_last)
     if args.mode == "compile":
         model = torch.compile(model)
-    images = torch.rand(1, 3, 513, 513).contiguous(memory_format=torch.channels_last)
+    batch = 1 if args.what == "infer" else 2
+    images = torch.rand(batch, 3, 513, 513).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 21, (batch, 513, 513))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-    def run():
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+    def infer():
+        with torch.no_grad(), autocast():
             return model(images)["out"].argmax(1)
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(images)["out"].float(), labels)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    run = infer if args.what == "infer" else train
 
     for _ in range(3):
         run()
@@ -58,8 +77,9 @@ def main():
         start = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - start)
-    print(f"torchvision {args.mode} R101 OS{args.output_stride} {args.dtype} (torch {torch.__version__}): "
-          f"{statistics.median(seconds):.3f} s/image median, {min(seconds):.3f} min", flush=True)
+    unit = "s/image" if args.what == "infer" else "s/step (batch 2)"
+    print(f"torchvision {args.mode} {args.what} R101 OS{args.output_stride} {args.dtype} (torch {torch.__version__}): "
+          f"{statistics.median(seconds):.3f} {unit} median, {min(seconds):.3f} min", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Ours beside torchvision (eager and torch.compile) and TF Model Garden: the README's speed table.
+
+Every cell is one process timing one implementation (random weights, 513x513, median of 10 calls
+after warm-up; see `experiments/benchmark.py` and `experiments/peers/`), run one at a time so that
+none halves another on a 2-core machine; `--rounds` repeats the whole table, interleaved, and keeps
+each cell's median. The peers run in their own virtualenvs (experiments/README.md, "Peers"); a
+column whose interpreter is not given is left out. Then prints our speed-ups over each peer in the
+same precision, and our rate against the machine's measured matmul rate.
+
+    python -m experiments.compare_peers --torch_python=/tmp/torchenv/bin/python \\
+        --model_garden_python=/tmp/mgenv/bin/python --rounds=2
+"""
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from experiments import benchmark  # noqa: E402
+
+ROWS = {
+    # case of experiments.benchmark: (title, output stride, what)
+    "r101_os16_infer": ("R101 OS16 inference, batch 1", 16, "infer"),
+    "r101_os16_train": ("R101 OS16 training step, batch 2", 16, "train"),
+    "r101_os8_infer": ("R101 OS8 inference, batch 1", 8, "infer"),
+}
+# column: (interpreter flag, script, extra arguments, precision); torch.compile times inference only.
+PEERS = {
+    "torch eager fp32": ("torch_python", "torchvision_deeplabv3.py", ["--mode=eager", "--dtype=float32"], "float32"),
+    "torch eager bf16": ("torch_python", "torchvision_deeplabv3.py", ["--mode=eager", "--dtype=bfloat16"],
+                         "mixed_bfloat16"),
+    "torch.compile fp32": ("torch_python", "torchvision_deeplabv3.py", ["--mode=compile", "--dtype=float32"],
+                           "float32"),
+    "torch.compile bf16": ("torch_python", "torchvision_deeplabv3.py", ["--mode=compile", "--dtype=bfloat16"],
+                           "mixed_bfloat16"),
+    "Model Garden fp32": ("model_garden_python", "model_garden_deeplabv3.py", [], "float32"),
+}
+OURS = {"ours fp32": "float32", "ours bf16": "mixed_bfloat16"}
+
+flags.DEFINE_string("torch_python", None, "Python of a virtualenv with torch and torchvision.")
+flags.DEFINE_string("model_garden_python", None, "Python of a virtualenv with tf-models-official.")
+flags.DEFINE_list("rows", list(ROWS), "Rows (cases) to time.")
+flags.DEFINE_integer("rounds", 1, "Times the whole table is run, interleaved; each cell keeps its median.")
+FLAGS = flags.FLAGS
+
+_SECONDS = re.compile(r"([0-9.]+) s/(?:image|step)")
+
+
+def _peer_seconds(column, output_stride, what):
+    interpreter_flag, script, arguments, _ = PEERS[column]
+    if what == "train" and "compile" in column:
+        return None
+    command = [getattr(FLAGS, interpreter_flag), os.path.join(os.path.dirname(__file__), "peers", script),
+               f"--output_stride={output_stride}", f"--what={what}", *arguments]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(_SECONDS.search(output.strip().splitlines()[-1]).group(1))
+
+
+def _our_seconds(case):
+    results = benchmark.run_child(case, "--repeats=10", f"--precisions={','.join(OURS.values())}")
+    return {r["precision"]: r["seconds"] for r in results}, results[0]["gflop"]
+
+
+def _table(columns, cells):
+    lines = ["| work | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for case in FLAGS.rows:
+        values = [cells[case].get(column) for column in columns]
+        lines.append(f"| {ROWS[case][0]} | " + " | ".join("—" if v is None else f"{v:.3f} s" for v in values) + " |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    for case in FLAGS.rows:
+        if case not in ROWS:
+            raise app.UsageError(f"--rows: unknown {case!r}; known: {', '.join(ROWS)}")
+    columns = [c for c, (interpreter_flag, *_) in PEERS.items() if getattr(FLAGS, interpreter_flag)] + list(OURS)
+    samples = {case: {column: [] for column in columns} for case in FLAGS.rows}
+    work = {}
+    for round_ in range(FLAGS.rounds):
+        for case in FLAGS.rows:
+            _, output_stride, what = ROWS[case]
+            for column in columns:
+                if column in OURS:
+                    continue
+                seconds = _peer_seconds(column, output_stride, what)
+                if seconds is not None:
+                    samples[case][column].append(seconds)
+            ours, work[case] = _our_seconds(case)
+            for column, precision in OURS.items():
+                samples[case][column].append(ours[precision])
+            print(f"round {round_ + 1}/{FLAGS.rounds}: {ROWS[case][0]} done", file=sys.stderr, flush=True)
+    cells = {case: {column: statistics.median(values) for column, values in row.items() if values}
+             for case, row in samples.items()}
+    print(_table(columns, cells))
+
+    peaks = benchmark.run_child("peak", f"--precisions={','.join(OURS.values())}")
+    print("\nOur speed-up over each peer in the same precision (peer seconds / ours; > 1: we are faster):")
+    peer_columns = [c for c in columns if c not in OURS]
+    print("| work | " + " | ".join(peer_columns) + " |\n" + "|---" * (len(peer_columns) + 1) + "|")
+    for case in FLAGS.rows:
+        ratios = []
+        for column in peer_columns:
+            ours = cells[case][{"float32": "ours fp32", "mixed_bfloat16": "ours bf16"}[PEERS[column][3]]]
+            peer = cells[case].get(column)
+            ratios.append("—" if peer is None else f"{peer / ours:.2f}x")
+        print(f"| {ROWS[case][0]} | " + " | ".join(ratios) + " |")
+    print(f"\nMachine: matmul {peaks['float32']:.0f} GFLOP/s float32, {peaks['mixed_bfloat16']:.0f} bfloat16 "
+          "(chain of 4096^2 matmuls, median of 5). Ours against it:")
+    for case in FLAGS.rows:
+        rates = [f"{column} {work[case] / cells[case][column]:.0f} GFLOP/s "
+                 f"({100 * work[case] / cells[case][column] / peaks[precision]:.0f}%)"
+                 for column, precision in OURS.items()]
+        print(f"  {ROWS[case][0]}: {work[case]:.1f} GFLOP; " + ", ".join(rates))
+
+
+if __name__ == "__main__":
+    app.run(main)
