@@ -103,10 +103,10 @@ def model_gflop(model, batch, size):
     total = 0.0
     convolve = AtrousConv2D.convolve
 
-    def counting(layer, inputs, kernel):
+    def counting(layer, inputs, kernel, **kwargs):
         nonlocal total
         total += conv_gflop(layer, inputs.shape)
-        return convolve(layer, inputs, kernel)
+        return convolve(layer, inputs, kernel, **kwargs)
 
     with mock.patch.object(AtrousConv2D, "convolve", counting):
         tf.function(lambda x: model(x, training=False)).get_concrete_function(

@@ -208,6 +208,39 @@ def test_atrous_conv_values_and_gradients_match_tensorflow(shape, rate, dynamic)
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_pointwise_conv_gradients_match_tensorflow(dynamic):
+    """The 1x1 convolution's matmul gradients (training's path) equal tf.nn.conv2d's own, also when the
+    batch and spatial size are only known at run time; AtrousConv2D takes that path only in training."""
+    from deeplab_tf.modeling.layers import AtrousConv2D, pointwise_conv2d
+
+    x = tf.random.normal([2, 7, 5, 6], seed=1)
+    k = tf.random.normal([1, 1, 6, 4], seed=2)
+    dy = tf.random.normal([2, 7, 5, 4], seed=3)
+
+    def values_and_gradients(x, k, dy):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, k])
+            ours = pointwise_conv2d(x, k)
+            reference = tf.nn.conv2d(x, k, strides=1, padding="SAME")
+        return (ours, reference, tape.gradient(ours, [x, k], output_gradients=dy),
+                tape.gradient(reference, [x, k], output_gradients=dy))
+
+    if dynamic:
+        values_and_gradients = tf.function(values_and_gradients, input_signature=[
+            tf.TensorSpec([None, None, None, 6]), tf.TensorSpec([1, 1, 6, 4]), tf.TensorSpec([None, None, None, 4])])
+    ours, reference, our_gradients, reference_gradients = values_and_gradients(x, k, dy)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    for a, b in zip(our_gradients, reference_gradients):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+    layer = AtrousConv2D(4, 1)
+    layer.build(x.shape)
+    for training in (True, False):
+        graph = tf.function(lambda x: layer(x, training=training)).get_concrete_function(x).graph
+        assert any(op.type == "IdentityN" for op in graph.get_operations()) == training  # custom_gradient's op
+
+
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_conv_bn_fused_training_matches_keras_batch_norm(precision):
     """ConvBN's fused training path normalises as keras BatchNormalization does and moves the averages

@@ -91,6 +91,28 @@ def atrous_conv2d(inputs, kernel, rate):
     return convolve(inputs, kernel)
 
 
+def pointwise_conv2d(inputs, kernel):
+    """1x1 stride-1 convolution whose two gradients are plain matmuls over the pixels.
+
+    Input gradient: output gradient x kernel^T; kernel gradient: inputs^T x output gradient. oneDNN's
+    convolution backward passes ran these at 0.5-0.9x a matmul's rate here; as matmuls the bfloat16
+    R101 training step was 6% faster (float32 unchanged). ResNet's 1x1s carry half of its work.
+    """
+
+    @tf.custom_gradient
+    def convolve(x, k):
+        def gradient(dy):
+            channels, filters = k.shape[2], k.shape[3]
+            pixels_dy = tf.reshape(dy, [-1, filters])
+            dx = tf.reshape(tf.matmul(pixels_dy, k[0, 0], transpose_b=True), tf.shape(x))
+            dk = tf.matmul(tf.reshape(x, [-1, channels]), pixels_dy, transpose_a=True)
+            return dx, tf.reshape(dk, k.shape)
+
+        return tf.nn.conv2d(x, k, strides=1, padding="VALID"), gradient
+
+    return convolve(inputs, kernel)
+
+
 def scale_gradient(x, factor):
     """`x` unchanged in the forward pass; its gradient multiplied by `factor` in the backward pass."""
 
@@ -145,8 +167,8 @@ class AtrousConv2D(keras.layers.Layer):
         )
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
-    def call(self, inputs):
-        outputs = self.convolve(inputs, self.kernel)
+    def call(self, inputs, training=None):
+        outputs = self.convolve(inputs, self.kernel, training=training)
         if self.bias is not None:
             bias = self.bias
             if self.bias_gradient_multiplier != 1.0:
@@ -154,11 +176,17 @@ class AtrousConv2D(keras.layers.Layer):
             outputs = tf.nn.bias_add(outputs, tf.cast(bias, outputs.dtype))
         return outputs
 
-    def convolve(self, inputs, kernel):
-        """This layer's convolution (stride, rate, padding) with `kernel` in place of its own."""
+    def convolve(self, inputs, kernel, training=None):
+        """This layer's convolution (stride, rate, padding) with `kernel` in place of its own.
+
+        In training, 1x1 convolutions take `pointwise_conv2d`'s faster gradients; in inference the
+        plain op, which TensorFlow fuses with the bias and ReLU that follow it.
+        """
         kernel = tf.cast(kernel, inputs.dtype)
         if self.rate > 1:
             return atrous_conv2d(inputs, kernel, self.rate)
+        if self.strides == 1 and self.kernel_size == 1 and training:
+            return pointwise_conv2d(inputs, kernel)
         if self.strides == 1:
             return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
         # conv2d_same: pad explicitly, then VALID. Conv2D's own EXPLICIT padding would do the same
