@@ -81,17 +81,15 @@ def conv_gflop(layer, input_shape):
     Taps that read only padding (large ASPP rates on small maps) are not work; strided convolutions
     count every tap of every output pixel.
     """
-    from deeplab_tf.modeling.layers import _tap_window
+    from deeplab_tf.evaluation.valid_weights import valid_taps
 
     batch, height, width, channels = input_shape
     per_pixel = 2 * channels * layer.filters
     if layer.rate == 1:
         out_h, out_w = ((n - 1) // layer.strides + 1 for n in (height, width))
         return batch * out_h * out_w * layer.kernel_size ** 2 * per_pixel / 1e9
-    centre = (layer.kernel_size - 1) // 2
-    rows, cols = ([w[1] for w in (_tap_window(n, (i - centre) * layer.rate) for i in range(layer.kernel_size))
-                   if w] for n in (height, width))
-    return batch * sum(rows) * sum(cols) * per_pixel / 1e9
+    rows, cols = (valid_taps(feature_size=n, kernel_size=layer.kernel_size, rate=layer.rate) for n in (height, width))
+    return batch * int(rows.sum()) * int(cols.sum()) * per_pixel / 1e9
 
 
 def model_gflop(model, batch, size):

@@ -1,5 +1,9 @@
 """The DeepLabv3 network: parameter counts, output strides, atrous rates and section 3.1's equivalence."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -206,6 +210,40 @@ def test_atrous_conv_values_and_gradients_match_tensorflow(shape, rate, dynamic)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     for a, b in zip(our_gradients, reference_gradients):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["taps", "direct", "auto"])
+def test_atrous_forward_implementations_agree(monkeypatch, mode):
+    """Both forward implementations (and the timed choice between them) give tf.nn.convolution's
+    values, ASPP-like rates included; "auto" records its choice once per static shape and keeps the
+    taps, untimed, for shapes known only at run time."""
+    from deeplab_tf.modeling import layers
+
+    monkeypatch.setattr(layers, "ATROUS_FORWARD", mode)
+    monkeypatch.setattr(layers, "AUTOTUNE_MIN_GFLOP", 0.0)
+    monkeypatch.setattr(layers, "_FORWARD_CHOICE", {})
+    for shape, rate in (((9, 9), 2), ((13, 11), 6), ((5, 6), 6)):
+        x = tf.random.normal([2, *shape, 8], seed=1)
+        k = tf.random.normal([3, 3, 8, 4], seed=2)
+        reference = tf.nn.convolution(x, k, padding="SAME", dilations=rate)
+        np.testing.assert_allclose(layers.atrous_forward(x, k, rate), reference, atol=1e-5)
+    dynamic = tf.function(lambda x: layers.atrous_forward(x, k, 2), input_signature=[tf.TensorSpec([None, None, None, 8])])
+    x = tf.random.normal([1, 7, 7, 8], seed=3)
+    np.testing.assert_allclose(dynamic(x), tf.nn.convolution(x, k, padding="SAME", dilations=2), atol=1e-5)
+    if mode == "auto":
+        assert sorted(layers._FORWARD_CHOICE) == sorted(
+            ("float32", (2, *shape, 8), (3, 3, 8, 4), rate) for shape, rate in (((9, 9), 2), ((13, 11), 6), ((5, 6), 6)))
+        assert set(layers._FORWARD_CHOICE.values()) <= {"taps", "direct"}
+    else:
+        assert not layers._FORWARD_CHOICE
+
+
+def test_atrous_forward_setting_is_checked():
+    """A wrong DEEPLAB_TF_ATROUS_FORWARD stops the import with one line naming the variable."""
+    result = subprocess.run([sys.executable, "-c", "import deeplab_tf.modeling.layers"], capture_output=True, text=True,
+                            env=dict(os.environ, DEEPLAB_TF_ATROUS_FORWARD="fast"))
+    assert result.returncode != 0
+    assert "DEEPLAB_TF_ATROUS_FORWARD='fast': use auto, taps or direct" in result.stderr
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

@@ -1,5 +1,8 @@
 """Small layers the DeepLabv3 network is built from."""
 
+import os
+import time
+
 import keras
 import tensorflow as tf
 
@@ -59,13 +62,71 @@ def _pointwise(inputs, matrix):
     return tf.einsum("bhwc,cf->bhwf", inputs, matrix)
 
 
+def _taps_forward(x, k, rate):
+    """The dilated convolution as the sum of its valid taps' 1x1 products, each placed in the output."""
+    return tf.add_n([tf.pad(_pointwise(x[source], k[i, j]), target_padding)
+                     for i, j, source, _, _, target_padding in _taps(x, k.shape[0], rate)])
+
+
+def _direct_forward(x, k, rate):
+    """TF's own dilated convolution (oneDNN on CPU; 'SAME' is conv2d_same's symmetric padding here)."""
+    return tf.nn.conv2d(x, k, strides=1, padding="SAME", dilations=rate)
+
+
+# Forward implementation per (dtype, input shape, kernel shape, rate), chosen by timing both once.
+_FORWARD_CHOICE = {}
+# Below this much work per call the choice is not timed (taps): tests and small images stay deterministic.
+AUTOTUNE_MIN_GFLOP = 0.5
+# "auto" (time both on first use), "taps" or "direct": every atrous forward pass of the process.
+ATROUS_FORWARD = os.environ.get("DEEPLAB_TF_ATROUS_FORWARD", "auto")
+if ATROUS_FORWARD not in ("auto", "taps", "direct"):
+    raise ValueError(f"DEEPLAB_TF_ATROUS_FORWARD={ATROUS_FORWARD!r}: use auto, taps or direct (or unset it).")
+
+
+def _time_once(function, *args, repeats=3):
+    function(*args).numpy()  # tracing and oneDNN's first-call set-up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(*args).numpy()
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds)[repeats // 2]
+
+
+def atrous_forward(x, k, rate):
+    """The faster of `_taps_forward` and `_direct_forward` for this shape, dtype and machine.
+
+    Which one wins depends on the CPU: here (AVX512-BF16, no AMX) oneDNN's dilated kernel was 1.1-2.2x
+    faster in bfloat16 and either way in float32, while on a CPU with AMX it was up to 5x slower in
+    bfloat16 (ASPP rates). So, as cuDNN's benchmark mode does, each static shape of enough work is timed
+    once per process, on the CPU, and the faster kept (both compute the same convolution; they differ
+    in rounding). Set DEEPLAB_TF_ATROUS_FORWARD=taps or =direct to fix the choice.
+    """
+    mode = ATROUS_FORWARD
+    if mode == "auto":
+        if (not x.shape.is_fully_defined() or tf.config.list_logical_devices("GPU")
+                or tf.config.list_logical_devices("TPU")
+                or 2 * x.shape.num_elements() * k.shape.num_elements() / k.shape[-2] / 1e9 < AUTOTUNE_MIN_GFLOP):
+            mode = "taps"
+        else:
+            key = (x.dtype.name, tuple(x.shape), tuple(k.shape), rate)
+            if key not in _FORWARD_CHOICE:
+                with tf.init_scope():  # time eagerly, also when called while a tf.function traces
+                    inputs = (tf.random.uniform(x.shape, dtype=tf.float32), tf.random.uniform(k.shape, -0.1, 0.1))
+                    inputs = [tf.cast(t, x.dtype) for t in inputs]
+                    seconds = {name: _time_once(tf.function(lambda a, b, f=f: f(a, b, rate)), *inputs)
+                               for name, f in (("taps", _taps_forward), ("direct", _direct_forward))}
+                _FORWARD_CHOICE[key] = min(seconds, key=seconds.get)
+            mode = _FORWARD_CHOICE[key]
+    return (_direct_forward if mode == "direct" else _taps_forward)(x, k, rate)
+
+
 def atrous_conv2d(inputs, kernel, rate):
     """Stride-1 convolution dilated by `rate` with `conv2d_same` padding; output size = input size.
 
-    Computed as the sum over the kernel's taps of a 1x1 convolution (a matmul) of the shifted input
-    window, skipping taps that would read only padding. TF's direct dilated Conv2D was 1.4-1.7x
-    slower in float32 and up to 5x slower in bfloat16 here (oneDNN, ASPP rates), and its CPU
-    gradients fall back to space-to-batch, so the gradient is written out the same way:
+    The forward pass is `atrous_forward`'s faster implementation. The gradient is written out as sums
+    over the kernel's taps, skipping taps that would read only padding: TF's CPU gradients of a
+    dilated Conv2D fall back to space-to-batch and computed the padding, 2-7x slower here:
     - input: the taps transposed, each 1x1 product of the output window placed back at its source;
     - kernel: for each tap, input window times output-gradient window (one matmul per tap).
     """
@@ -74,8 +135,6 @@ def atrous_conv2d(inputs, kernel, rate):
     @tf.custom_gradient
     def convolve(x, k):
         taps = list(_taps(x, size, rate))
-        y = tf.add_n([tf.pad(_pointwise(x[source], k[i, j]), target_padding)
-                      for i, j, source, _, _, target_padding in taps])
 
         def gradient(dy):
             dx = tf.add_n([
@@ -86,7 +145,7 @@ def atrous_conv2d(inputs, kernel, rate):
                 dk[i][j] = tf.einsum("bhwc,bhwf->cf", x[source], dy[target])
             return dx, tf.stack([tf.stack(row) for row in dk])
 
-        return y, gradient
+        return atrous_forward(x, k, rate), gradient
 
     return convolve(inputs, kernel)
 
