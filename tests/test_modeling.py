@@ -215,8 +215,9 @@ def test_atrous_conv_values_and_gradients_match_tensorflow(shape, rate, dynamic)
 @pytest.mark.parametrize("mode", ["taps", "direct", "auto"])
 def test_atrous_forward_implementations_agree(monkeypatch, mode):
     """Both forward implementations (and the timed choice between them) give tf.nn.convolution's
-    values, ASPP-like rates included; "auto" records its choice once per static shape and keeps the
-    taps, untimed, for shapes known only at run time."""
+    values and gradients (the input gradient is a forward pass too), ASPP-like rates included; "auto"
+    records its choice once per static shape and keeps the taps, untimed, for shapes known only at
+    run time."""
     from deeplab_tf.modeling import layers
 
     monkeypatch.setattr(layers, "ATROUS_FORWARD", mode)
@@ -225,14 +226,22 @@ def test_atrous_forward_implementations_agree(monkeypatch, mode):
     for shape, rate in (((9, 9), 2), ((13, 11), 6), ((5, 6), 6)):
         x = tf.random.normal([2, *shape, 8], seed=1)
         k = tf.random.normal([3, 3, 8, 4], seed=2)
-        reference = tf.nn.convolution(x, k, padding="SAME", dilations=rate)
-        np.testing.assert_allclose(layers.atrous_forward(x, k, rate), reference, atol=1e-5)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, k])
+            ours = layers.atrous_conv2d(x, k, rate)
+            reference = tf.nn.convolution(x, k, padding="SAME", dilations=rate)
+        np.testing.assert_allclose(ours, reference, atol=1e-5)
+        dy = tf.random.normal(reference.shape, seed=4)
+        for a, b in zip(tape.gradient(ours, [x, k], output_gradients=dy),
+                        tape.gradient(reference, [x, k], output_gradients=dy)):
+            np.testing.assert_allclose(a, b, atol=1e-4)
     dynamic = tf.function(lambda x: layers.atrous_forward(x, k, 2), input_signature=[tf.TensorSpec([None, None, None, 8])])
     x = tf.random.normal([1, 7, 7, 8], seed=3)
     np.testing.assert_allclose(dynamic(x), tf.nn.convolution(x, k, padding="SAME", dilations=2), atol=1e-5)
     if mode == "auto":
         assert sorted(layers._FORWARD_CHOICE) == sorted(
-            ("float32", (2, *shape, 8), (3, 3, 8, 4), rate) for shape, rate in (((9, 9), 2), ((13, 11), 6), ((5, 6), 6)))
+            ("float32", (2, *shape, channels), (3, 3, channels, filters), rate)
+            for shape, rate in (((9, 9), 2), ((13, 11), 6), ((5, 6), 6)) for channels, filters in ((8, 4), (4, 8)))
         assert set(layers._FORWARD_CHOICE.values()) <= {"taps", "direct"}
     else:
         assert not layers._FORWARD_CHOICE

@@ -137,9 +137,9 @@ def atrous_conv2d(inputs, kernel, rate):
         taps = list(_taps(x, size, rate))
 
         def gradient(dy):
-            dx = tf.add_n([
-                tf.pad(_pointwise(dy[target], tf.transpose(k[i, j])), source_padding)
-                for i, j, source, target, source_padding, _ in taps])
+            # With symmetric padding the input gradient is the same dilated convolution of dy with the
+            # kernel turned by 180 degrees and its channels swapped.
+            dx = atrous_forward(dy, tf.transpose(tf.reverse(k, [0, 1]), [0, 1, 3, 2]), rate)
             dk = [[tf.zeros_like(k[0, 0])] * size for _ in range(size)]
             for i, j, source, target, _, _ in taps:
                 dk[i][j] = tf.einsum("bhwc,bhwf->cf", x[source], dy[target])
