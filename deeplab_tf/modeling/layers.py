@@ -1,5 +1,6 @@
 """Small layers the DeepLabv3 network is built from."""
 
+import math
 import os
 import time
 
@@ -77,6 +78,10 @@ def _direct_forward(x, k, rate):
 _FORWARD_CHOICE = {}
 # Below this much work per call the choice is not timed (taps): tests and small images stay deterministic.
 AUTOTUNE_MIN_GFLOP = 0.5
+# The taps are kept only when timed this much faster: their many small ops lose more than the one
+# convolution when the network runs them beside other branches (ASPP's). Here, taps timed 16% faster
+# alone (float32, 33x33x512, rate 2) still made R101 steps 2-3% slower in place.
+TAPS_ADVANTAGE = 0.75
 # "auto" (time both on first use), "taps" or "direct": every atrous forward pass of the process.
 ATROUS_FORWARD = os.environ.get("DEEPLAB_TF_ATROUS_FORWARD", "auto")
 if ATROUS_FORWARD not in ("auto", "taps", "direct"):
@@ -99,24 +104,27 @@ def atrous_forward(x, k, rate):
     Which one wins depends on the CPU: here (AVX512-BF16, no AMX) oneDNN's dilated kernel was 1.1-2.2x
     faster in bfloat16 and either way in float32, while on a CPU with AMX it was up to 5x slower in
     bfloat16 (ASPP rates). So, as cuDNN's benchmark mode does, each static shape of enough work is timed
-    once per process, on the CPU, and the faster kept (both compute the same convolution; they differ
-    in rounding). Set DEEPLAB_TF_ATROUS_FORWARD=taps or =direct to fix the choice.
+    once per process, on the CPU, and the faster kept, the taps only if clearly faster (`TAPS_ADVANTAGE`;
+    both compute the same convolution and differ in rounding). DEEPLAB_TF_ATROUS_FORWARD=taps or =direct
+    fixes the choice.
     """
     mode = ATROUS_FORWARD
     if mode == "auto":
-        if (not x.shape.is_fully_defined() or tf.config.list_logical_devices("GPU")
-                or tf.config.list_logical_devices("TPU")
-                or 2 * x.shape.num_elements() * k.shape.num_elements() / k.shape[-2] / 1e9 < AUTOTUNE_MIN_GFLOP):
+        # Sizes known only at run time (a serving signature, images at their own size) are timed as
+        # one image's feature map at a 513x513 input and output stride 16.
+        shape = [1 if x.shape[0] is None else x.shape[0], *(33 if n is None else n for n in x.shape[1:3]), x.shape[3]]
+        if (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
+                or 2 * math.prod(shape) * k.shape.num_elements() / k.shape[-2] / 1e9 < AUTOTUNE_MIN_GFLOP):
             mode = "taps"
         else:
             key = (x.dtype.name, tuple(x.shape), tuple(k.shape), rate)
             if key not in _FORWARD_CHOICE:
                 with tf.init_scope():  # time eagerly, also when called while a tf.function traces
-                    inputs = (tf.random.uniform(x.shape, dtype=tf.float32), tf.random.uniform(k.shape, -0.1, 0.1))
+                    inputs = (tf.random.uniform(shape, dtype=tf.float32), tf.random.uniform(k.shape, -0.1, 0.1))
                     inputs = [tf.cast(t, x.dtype) for t in inputs]
                     seconds = {name: _time_once(tf.function(lambda a, b, f=f: f(a, b, rate)), *inputs)
                                for name, f in (("taps", _taps_forward), ("direct", _direct_forward))}
-                _FORWARD_CHOICE[key] = min(seconds, key=seconds.get)
+                _FORWARD_CHOICE[key] = "taps" if seconds["taps"] < TAPS_ADVANTAGE * seconds["direct"] else "direct"
             mode = _FORWARD_CHOICE[key]
     return (_direct_forward if mode == "direct" else _taps_forward)(x, k, rate)
 
