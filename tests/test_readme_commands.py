@@ -1,7 +1,7 @@
 """Every shell command in README.md's ```bash blocks, read at run time, is a template whose parts exist.
 
-For our console scripts (setup.py) and `python datasets/*.py`: the binary or file exists and every --flag is
-in its `--helpfull`; `--config=<file>[:<setting>]` names an experiment file and setting that load, and every
+For our console scripts (setup.py), `python datasets/*.py` and `python -m experiments.<module>`: the binary,
+file or module exists and every --flag is in its `--helpfull`; `--config=<file>[:<setting>]` names an experiment file and setting that load, and every
 `--config.<section>.<field>=` override names a field of that config. A command after deeplab-local-cluster's
 `--` is checked the same way. Other programs (pip, pytest, tensorflow_model_server, curl) are reported as
 skipped: their flags are not ours to check. Paths to data the user supplies are not checked.
@@ -40,6 +40,8 @@ def flags_of(program):
     """The flag names `program` (a console script name or a datasets/ file) lists in --helpfull."""
     if program in console_scripts():
         command = console_script_command(program, console_scripts()[program], "--helpfull")
+    elif program.startswith("experiments."):
+        command = [sys.executable, "-m", program, "--helpfull"]
     else:
         command = [sys.executable, program, "--helpfull"]
     result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
@@ -63,7 +65,10 @@ def check_command(argv):
     if program == "python" and args and args[0].startswith("datasets/"):
         program, args = args[0], args[1:]
         assert os.path.exists(os.path.join(REPO, program)), f"{program} does not exist"
-    assert program in console_scripts() or program.startswith("datasets/"), f"{program} is not ours"
+    elif program == "python" and args[:1] == ["-m"] and len(args) > 1 and args[1].startswith("experiments."):
+        program, args = args[1], args[2:]
+        assert os.path.exists(os.path.join(REPO, *program.split(".")) + ".py"), f"{program} does not exist"
+    assert program in console_scripts() or program.startswith(("datasets/", "experiments.")), f"{program} is not ours"
     if "--" in args:  # deeplab-local-cluster -- <command>
         inner = args[args.index("--") + 1:]
         args = args[:args.index("--")]
@@ -85,7 +90,8 @@ def check_command(argv):
 
 
 def _ours(argv):
-    return argv[0] in console_scripts() or (argv[0] == "python" and len(argv) > 1 and argv[1].startswith("datasets/"))
+    return argv[0] in console_scripts() or (argv[0] == "python" and len(argv) > 1 and (
+        argv[1].startswith("datasets/") or (argv[1] == "-m" and len(argv) > 2 and argv[2].startswith("experiments."))))
 
 
 COMMANDS = readme_commands()
