@@ -192,11 +192,13 @@ def scale_gradient(x, factor):
 
 @keras.saving.register_keras_serializable(package="deeplab_tf")
 class AtrousConv2D(keras.layers.Layer):
-    """2-D convolution with stride or atrous rate, on the direct `tf.nn.conv2d(dilations=r)` path.
+    """2-D convolution with stride or atrous rate, without Keras' space-to-batch lowering.
 
     Keras' `Conv2D(dilation_rate=r)` lowers to SpaceToBatch -> Conv2D -> BatchToSpace, which computes
-    padded tiles and was up to 8x slower on CPU for the ASPP shapes; TF's Conv2D kernel takes the
-    dilation directly. Padding is explicit and symmetric as in TF-slim's `conv2d_same`.
+    padded tiles and was up to 8x slower on CPU for the ASPP shapes; atrous layers here run
+    `atrous_conv2d` (per-tap matmuls or TF's dilated kernel, whichever is faster, with a written-out
+    gradient) and, in training, 1x1 layers `pointwise_conv2d`. Padding is symmetric as in TF-slim's
+    `conv2d_same`.
 
     Args:
         filters: output channels.
