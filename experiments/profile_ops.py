@@ -13,7 +13,8 @@ Two views of the same steps (a case of `experiments.benchmark`, after two warm-u
     python -m experiments.profile_ops --case=r101_os16_train --precision=mixed_bfloat16
     python -m experiments.profile_ops --case=r101_os16_infer --precision=float32 --trace_dir=/tmp/trace
 
-`--trace_dir` keeps the trace for TensorBoard's profile plugin (`tensorboard --logdir`).
+`--trace_dir` keeps the trace for TensorBoard's profile plugin (`tensorboard --logdir`); `--size` and
+`--batch` are `experiments.benchmark`'s.
 """
 
 import collections
@@ -148,7 +149,8 @@ def _matmul_rate(shape, dtype):
 def _onednn_view(steps):
     environment = dict(os.environ, ONEDNN_VERBOSE="1")
     output = subprocess.run([sys.executable, "-m", "experiments.profile_ops", "--_onednn_child", f"--case={FLAGS.case}",
-                             f"--precision={FLAGS.precision}", f"--steps={steps}"],
+                             f"--precision={FLAGS.precision}", f"--steps={steps}", f"--size={FLAGS.size}",
+                             f"--batch={FLAGS.batch}"],
                             capture_output=True, text=True, check=True, env=environment).stdout
     lines = output.split(_MARK_START, 1)[1].split(_MARK_END, 1)[0].splitlines()
     groups = collections.defaultdict(lambda: {"ms": 0.0, "gflop": 0.0, "shapes": collections.Counter()})

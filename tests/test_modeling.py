@@ -235,7 +235,8 @@ def test_atrous_forward_implementations_agree(monkeypatch, mode):
                         tape.gradient(reference, [x, k], output_gradients=dy)):
             np.testing.assert_allclose(a, b, atol=1e-4)
     k = tf.random.normal([3, 3, 8, 4], seed=2)
-    dynamic = tf.function(lambda x: layers.atrous_forward(x, k, 2), input_signature=[tf.TensorSpec([None, None, None, 8])])
+    dynamic = tf.function(lambda x: layers.atrous_forward(x, k, 2),
+                          input_signature=[tf.TensorSpec([None, None, None, 8])])
     x = tf.random.normal([1, 7, 7, 8], seed=3)
     np.testing.assert_allclose(dynamic(x), tf.nn.convolution(x, k, padding="SAME", dilations=2), atol=1e-5)
     if mode == "auto":

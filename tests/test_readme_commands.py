@@ -1,10 +1,11 @@
 """Every shell command in README.md's ```bash blocks, read at run time, is a template whose parts exist.
 
 For our console scripts (setup.py), `python datasets/*.py` and `python -m experiments.<module>`: the binary,
-file or module exists and every --flag is in its `--helpfull`; `--config=<file>[:<setting>]` names an experiment file and setting that load, and every
-`--config.<section>.<field>=` override names a field of that config. A command after deeplab-local-cluster's
-`--` is checked the same way. Other programs (pip, pytest, tensorflow_model_server, curl) are reported as
-skipped: their flags are not ours to check. Paths to data the user supplies are not checked.
+file or module exists and every --flag is in its `--helpfull`; `--config=<file>[:<setting>]` names an
+experiment file and setting that load, and every `--config.<section>.<field>=` override names a field of
+that config. A command after deeplab-local-cluster's `--` is checked the same way. Other programs (pip,
+pytest, tensorflow_model_server, curl) are reported as skipped: their flags are not ours to check. Paths to
+data the user supplies are not checked.
 """
 
 import functools

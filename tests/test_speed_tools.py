@@ -1,0 +1,134 @@
+"""The speed tooling of experiments/: its work count, its reading of oneDNN's log, and the scripts as run.
+
+Times are never asserted (they are the scripts' output); what is checked is that the numbers they
+print are computed from the right quantities.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from experiments import benchmark, profile_ops
+from test_console_scripts import REPO, _env
+
+
+def test_conv_gflop_counts_only_taps_that_read_pixels():
+    """A 3x3 rate-2 conv on 5x5: per axis the taps reading pixels are 2, 2, 3, 2, 2 (11); 2 x 11 x 11
+    positions x 2 -> 4 channels; a strided conv counts all its taps."""
+    from deeplab_tf.modeling.layers import AtrousConv2D
+
+    atrous = AtrousConv2D(4, 3, rate=2)
+    assert benchmark.conv_gflop(atrous, (1, 5, 5, 2)) * 1e9 == pytest.approx(2 * 11 * 11 * 2 * 4)
+    # Rate >= size: only the centre tap is left, a 1x1 convolution.
+    assert benchmark.conv_gflop(AtrousConv2D(4, 3, rate=6), (2, 5, 5, 2)) * 1e9 == pytest.approx(2 * 2 * 25 * 2 * 4)
+    strided = AtrousConv2D(8, 3, strides=2)
+    assert benchmark.conv_gflop(strided, (1, 9, 9, 3)) * 1e9 == pytest.approx(2 * 5 * 5 * 9 * 3 * 8)
+
+
+def test_model_gflop_sums_every_convolution_once():
+    """model_gflop counts each AtrousConv2D call of a forward pass: the sum of conv_gflop over the
+    layers at the shapes they see (checked against the same sum taken by hand on a small model)."""
+    import tensorflow as tf
+
+    from deeplab_tf.modeling import DeepLabV3
+    from deeplab_tf.modeling.layers import AtrousConv2D
+
+    model = DeepLabV3(num_classes=3, backbone="resnet_v1_50", output_stride=16)
+    seen = []
+    convolve = AtrousConv2D.convolve
+
+    def recording(layer, inputs, kernel, **kwargs):
+        seen.append(benchmark.conv_gflop(layer, inputs.shape))
+        return convolve(layer, inputs, kernel, **kwargs)
+
+    AtrousConv2D.convolve = recording
+    try:
+        model(tf.zeros([2, 65, 65, 3]), training=False)
+    finally:
+        AtrousConv2D.convolve = convolve
+    convolutions = [layer for layer in model._flatten_layers() if isinstance(layer, AtrousConv2D)]
+    assert len(seen) == len(convolutions)  # every layer once, the image pooling's 1x1 included
+    assert benchmark.model_gflop(model, 2, 65) == pytest.approx(sum(seen))
+
+
+LINES = [
+    "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_bf16,forward_training,"
+    "src:bf16::blocked:acdb::f0 wei:bf16:a:blocked:AcdB64a2b::f0 dst:bf16::blocked:acdb::f0,attr-scratchpad:user,"
+    "alg:convolution_direct,mb1_ic64oc256_ih129oh129kh1sh1dh0ph0_iw129ow129kw1sw1dw0pw0,1.16016",
+    "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core,forward_inference,"
+    "src:f32::blocked:acdb::f0 wei:f32::blocked:Acdb16a::f0 dst:f32::blocked:acdb::f0,,"
+    "alg:convolution_direct,mb2_ic2048oc256_ih33oh33kh3sh1dh11ph12_iw33ow33kw3sw1dw11pw12,5.5",
+    "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,undef,"
+    "src:bf16::blocked:ab::f0 wei:bf16::blocked:ab::f0 dst:bf16::blocked:ab::f0,,,1089x512:512x256,0.25",
+    "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16::blocked:cdba::f0 "
+    "dst:bf16::blocked:AcdB64a2b::f0,,,256x64x1x1,0.0549316",
+    "onednn_verbose,v1,primitive,create:cache_hit,cpu,reorder,jit:uni,undef,src dst,,,256x64x1x1,0.01",
+]
+
+
+def test_onednn_log_lines_become_kinds_shapes_and_work():
+    conv, dilated, matmul, reorder, created = map(profile_ops.onednn_record, LINES)
+    assert conv == ("conv 1x1 fwd [avx512_core_bf16]", pytest.approx(2 * 129 * 129 * 64 * 256 / 1e9),
+                    (129 * 129, 64, 256), 1.16016)
+    # dh is oneDNN's dilation minus one: rate 12; all nine taps are counted (nominal work).
+    assert dilated[0] == "conv 3x3 rate 12 fwd [avx512_core]"
+    assert dilated[2] == (2 * 33 * 33, 2048 * 9, 256)
+    assert matmul[:3] == ("matmul (atrous taps) [avx512_core_bf16]", pytest.approx(2 * 1089 * 512 * 256 / 1e9),
+                          (1089, 512, 256))
+    assert reorder == ("reorder undef", 0.0, None, 0.0549316)
+    assert created is None  # only executions count
+
+
+def test_op_categories():
+    assert profile_ops.category("_MklNativeFusedConv2D") == "convolution / matmul"
+    assert profile_ops.category("_MklNativeConv2DBackpropFilter") == "convolution / matmul"
+    assert profile_ops.category("StridedSliceGrad") == "tap windows (slice, pad)"
+    assert profile_ops.category("AddN") == "adds"
+    assert profile_ops.category("_MklNativeFusedBatchNormGradV3") == "batch norm"
+    assert profile_ops.category("ResizeBilinearGrad") == "resizes"
+    assert profile_ops.category("Sum") == "other"
+
+
+def _run(*args):
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_benchmark_prints_rates_and_shares_of_the_matmul_peak():
+    output = _run("experiments.benchmark", "--cases=r50_os16_infer", "--size=65", "--repeats=1",
+                  "--precisions=float32")
+    assert re.search(r"matmul peak float32\s+\d+ GFLOP/s", output)
+    row = next(line for line in output.splitlines() if line.startswith("r50_os16_infer"))
+    seconds, gflop, rate, share = (row.split()[i] for i in (2, 5, 6, 7))
+    assert float(gflop) > 0 and share.endswith("%")
+    assert float(seconds) > 0.0005
+    seconds, gflop = float(seconds), float(gflop)  # printed to 3 decimals and 1; the rate from the unrounded
+    assert (gflop - 0.05) / (seconds + 0.0005) - 1 <= float(rate) <= (gflop + 0.05) / (seconds - 0.0005) + 1
+
+
+def test_profile_ops_breaks_a_step_down():
+    output = _run("experiments.profile_ops", "--case=r50_os16_infer", "--precision=float32", "--steps=1", "--size=65")
+    assert "TensorFlow ops by kind" in output and "convolution / matmul" in output
+    assert re.search(r"^\s+conv 1x1 fwd \[\w+\]\s+[\d.]+\s+[\d.]+%\s+[\d.]+\s+\d+\s+\d+$", output, re.MULTILINE)
+
+
+def test_compare_peers_prints_the_table_and_our_speedups(tmp_path):
+    """Columns only for the interpreters given (here a fake 'torch' one printing a peer's line) and ours;
+    the ratio table divides the peer's seconds by ours."""
+    fake = tmp_path / "peer_python"
+    fake.write_text("#!/bin/sh\necho 'torchvision eager infer R101 OS16 float32 (torch x): "
+                    "0.500 s/image median, 0.4 min'\n")
+    os.chmod(fake, 0o755)
+    output = _run("experiments.compare_peers", "--rows=r101_os16_infer", f"--torch_python={fake}")
+    header = next(line for line in output.splitlines() if line.startswith("| work"))
+    assert "torch eager fp32" in header and "ours fp32" in header and "Model Garden" not in header
+    row = next(line for line in output.splitlines() if line.startswith("| R101 OS16 inference"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    ours = float(cells[header.strip("|").split("|").index(" ours fp32 ")].split()[0])
+    ratio_row = [line for line in output.splitlines() if line.startswith("| R101 OS16 inference")][1]
+    assert ratio_row.split("|")[2].strip() == f"{0.5 / ours:.2f}x"
