@@ -183,6 +183,26 @@ def test_config_round_trip_and_cascade_head():
     assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-4)
 
 
+def assert_same_convolution(ours, reference, x, k, dy, dynamic=False):
+    """ours(x, k) equals reference(x, k) in value and in both gradients (for output gradient dy), also
+    traced with the batch and spatial size unknown until run time when `dynamic`."""
+
+    def values_and_gradients(x, k, dy):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, k])
+            outputs = [ours(x, k), reference(x, k)]
+        return outputs, [tape.gradient(y, [x, k], output_gradients=dy) for y in outputs]
+
+    if dynamic:
+        values_and_gradients = tf.function(values_and_gradients, input_signature=[
+            tf.TensorSpec([None, None, None, x.shape[-1]]), tf.TensorSpec(k.shape),
+            tf.TensorSpec([None, None, None, dy.shape[-1]])])
+    (value, expected), (gradients, expected_gradients) = values_and_gradients(x, k, dy)
+    np.testing.assert_allclose(value, expected, atol=1e-5)
+    for a, b in zip(gradients, expected_gradients):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 @pytest.mark.parametrize("dynamic", [False, True])
 @pytest.mark.parametrize("shape,rate", [((9, 9), 2), ((10, 7), 3), ((13, 13), 6), ((5, 6), 4), ((5, 6), 6),
                                         ((4, 9), 5)])
@@ -195,21 +215,8 @@ def test_atrous_conv_values_and_gradients_match_tensorflow(shape, rate, dynamic)
     k = tf.random.normal([3, 3, 3, 4], seed=2)
     dy = tf.random.normal([2, *shape, 4], seed=3)
 
-    def values_and_gradients(x, k, dy):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([x, k])
-            ours = atrous_conv2d(x, k, rate)
-            reference = tf.nn.convolution(x, k, padding="SAME", dilations=rate)
-        return (ours, reference, tape.gradient(ours, [x, k], output_gradients=dy),
-                tape.gradient(reference, [x, k], output_gradients=dy))
-
-    if dynamic:
-        values_and_gradients = tf.function(values_and_gradients, input_signature=[
-            tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([3, 3, 3, 4]), tf.TensorSpec([None, None, None, 4])])
-    ours, reference, our_gradients, reference_gradients = values_and_gradients(x, k, dy)
-    np.testing.assert_allclose(ours, reference, atol=1e-5)
-    for a, b in zip(our_gradients, reference_gradients):
-        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert_same_convolution(lambda x, k: atrous_conv2d(x, k, rate),
+                            lambda x, k: tf.nn.convolution(x, k, padding="SAME", dilations=rate), x, k, dy, dynamic)
 
 
 @pytest.mark.parametrize("mode", ["taps", "direct", "auto"])
@@ -225,15 +232,9 @@ def test_atrous_forward_implementations_agree(monkeypatch, mode):
     for shape, rate in (((9, 9), 2), ((13, 11), 6), ((5, 6), 6)):
         x = tf.random.normal([2, *shape, 8], seed=1)
         k = tf.random.normal([3, 3, 8, 4], seed=2)
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([x, k])
-            ours = layers.atrous_conv2d(x, k, rate)
-            reference = tf.nn.convolution(x, k, padding="SAME", dilations=rate)
-        np.testing.assert_allclose(ours, reference, atol=1e-5)
-        dy = tf.random.normal(reference.shape, seed=4)
-        for a, b in zip(tape.gradient(ours, [x, k], output_gradients=dy),
-                        tape.gradient(reference, [x, k], output_gradients=dy)):
-            np.testing.assert_allclose(a, b, atol=1e-4)
+        assert_same_convolution(lambda x, k: layers.atrous_conv2d(x, k, rate),
+                                lambda x, k: tf.nn.convolution(x, k, padding="SAME", dilations=rate),
+                                x, k, tf.random.normal([2, *shape, 4], seed=4))
     k = tf.random.normal([3, 3, 8, 4], seed=2)
     dynamic = tf.function(lambda x: layers.atrous_forward(x, k, 2),
                           input_signature=[tf.TensorSpec([None, None, None, 8])])
@@ -267,21 +268,8 @@ def test_pointwise_conv_gradients_match_tensorflow(dynamic):
     k = tf.random.normal([1, 1, 6, 4], seed=2)
     dy = tf.random.normal([2, 7, 5, 4], seed=3)
 
-    def values_and_gradients(x, k, dy):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([x, k])
-            ours = pointwise_conv2d(x, k)
-            reference = tf.nn.conv2d(x, k, strides=1, padding="SAME")
-        return (ours, reference, tape.gradient(ours, [x, k], output_gradients=dy),
-                tape.gradient(reference, [x, k], output_gradients=dy))
-
-    if dynamic:
-        values_and_gradients = tf.function(values_and_gradients, input_signature=[
-            tf.TensorSpec([None, None, None, 6]), tf.TensorSpec([1, 1, 6, 4]), tf.TensorSpec([None, None, None, 4])])
-    ours, reference, our_gradients, reference_gradients = values_and_gradients(x, k, dy)
-    np.testing.assert_allclose(ours, reference, atol=1e-5)
-    for a, b in zip(our_gradients, reference_gradients):
-        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert_same_convolution(pointwise_conv2d, lambda x, k: tf.nn.conv2d(x, k, strides=1, padding="SAME"),
+                            x, k, dy, dynamic)
 
     layer = AtrousConv2D(4, 1)
     layer.build(x.shape)
