@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from experiments import benchmark, profile_ops
+from experiments import benchmark, trace_reading
 from test_console_scripts import REPO, _env
 
 
@@ -70,7 +70,7 @@ LINES = [
 
 
 def test_onednn_log_lines_become_kinds_shapes_and_work():
-    conv, dilated, matmul, reorder, created = map(profile_ops.onednn_record, LINES)
+    conv, dilated, matmul, reorder, created = map(trace_reading.onednn_record, LINES)
     assert conv == ("conv 1x1 fwd [avx512_core_bf16]", pytest.approx(2 * 129 * 129 * 64 * 256 / 1e9),
                     (129 * 129, 64, 256), 1.16016)
     # dh is oneDNN's dilation minus one: rate 12; all nine taps are counted (nominal work).
@@ -83,13 +83,13 @@ def test_onednn_log_lines_become_kinds_shapes_and_work():
 
 
 def test_op_categories():
-    assert profile_ops.category("_MklNativeFusedConv2D") == "convolution / matmul"
-    assert profile_ops.category("_MklNativeConv2DBackpropFilter") == "convolution / matmul"
-    assert profile_ops.category("StridedSliceGrad") == "tap windows (slice, pad)"
-    assert profile_ops.category("AddN") == "adds"
-    assert profile_ops.category("_MklNativeFusedBatchNormGradV3") == "batch norm"
-    assert profile_ops.category("ResizeBilinearGrad") == "resizes"
-    assert profile_ops.category("Sum") == "other"
+    assert trace_reading.category("_MklNativeFusedConv2D") == "convolution / matmul"
+    assert trace_reading.category("_MklNativeConv2DBackpropFilter") == "convolution / matmul"
+    assert trace_reading.category("StridedSliceGrad") == "tap windows (slice, pad)"
+    assert trace_reading.category("AddN") == "adds"
+    assert trace_reading.category("_MklNativeFusedBatchNormGradV3") == "batch norm"
+    assert trace_reading.category("ResizeBilinearGrad") == "resizes"
+    assert trace_reading.category("Sum") == "other"
 
 
 def _run(*args):
