@@ -127,6 +127,8 @@ def matmul_peak(precision, size=4096, chain=8, repeats=5):
     """GFLOP/s of a chain of `size`^2 matmuls in the precision's compute dtype (median of `repeats`)."""
     import tensorflow as tf
 
+    from deeplab_tf.modeling.layers import median_seconds
+
     dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
     a = tf.cast(tf.random.normal([size, size], stddev=size ** -0.5), dtype)
 
@@ -136,13 +138,7 @@ def matmul_peak(precision, size=4096, chain=8, repeats=5):
             x = tf.matmul(x, a)
         return x
 
-    run(a).numpy()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(a).numpy()
-        seconds.append(time.perf_counter() - start)
-    return 2 * size ** 3 * chain / 1e9 / sorted(seconds)[repeats // 2]
+    return 2 * size ** 3 * chain / 1e9 / median_seconds(run, a, repeats=repeats)
 
 
 def _run_case(name):

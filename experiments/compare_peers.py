@@ -106,7 +106,7 @@ def main(argv):
     for case in FLAGS.rows:
         ratios = []
         for column in peer_columns:
-            ours = cells[case][{"float32": "ours fp32", "mixed_bfloat16": "ours bf16"}[PEERS[column][3]]]
+            ours = cells[case][{precision: ours for ours, precision in OURS.items()}[PEERS[column][3]]]
             peer = cells[case].get(column)
             ratios.append("—" if peer is None else f"{peer / ours:.2f}x")
         print(f"| {ROWS[case][0]} | " + " | ".join(ratios) + " |")

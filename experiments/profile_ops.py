@@ -66,16 +66,11 @@ def _matmul_rate(shape, dtype):
     """GFLOP/s of tf.matmul on (M, K) x (K, N), median of 5 after a warm-up."""
     import tensorflow as tf
 
+    from deeplab_tf.modeling.layers import median_seconds
+
     m, k, n = shape
     a, b = (tf.cast(tf.random.normal(s), dtype) for s in ((m, k), (k, n)))
-    run = tf.function(tf.matmul)
-    run(a, b).numpy()
-    seconds = []
-    for _ in range(5):
-        start = time.perf_counter()
-        run(a, b).numpy()
-        seconds.append(time.perf_counter() - start)
-    return 2 * m * k * n / 1e9 / sorted(seconds)[2]
+    return 2 * m * k * n / 1e9 / median_seconds(tf.function(tf.matmul), a, b, repeats=5)
 
 
 def _onednn_view(steps):

@@ -88,7 +88,8 @@ if ATROUS_FORWARD not in ("auto", "taps", "direct"):
     raise ValueError(f"DEEPLAB_TF_ATROUS_FORWARD={ATROUS_FORWARD!r}: use auto, taps or direct (or unset it).")
 
 
-def _time_once(function, *args, repeats=3):
+def median_seconds(function, *args, repeats=3):
+    """Median wall time of `function(*args)` (a tensor result) over `repeats` calls after one warm-up."""
     function(*args).numpy()  # tracing and oneDNN's first-call set-up
     seconds = []
     for _ in range(repeats):
@@ -122,7 +123,7 @@ def atrous_forward(x, k, rate):
                 with tf.init_scope():  # time eagerly, also when called while a tf.function traces
                     inputs = (tf.random.uniform(shape, dtype=tf.float32), tf.random.uniform(k.shape, -0.1, 0.1))
                     inputs = [tf.cast(t, x.dtype) for t in inputs]
-                    seconds = {name: _time_once(tf.function(lambda a, b, f=f: f(a, b, rate)), *inputs)
+                    seconds = {name: median_seconds(tf.function(lambda a, b, f=f: f(a, b, rate)), *inputs)
                                for name, f in (("taps", _taps_forward), ("direct", _direct_forward))}
                 _FORWARD_CHOICE[key] = "taps" if seconds["taps"] < TAPS_ADVANTAGE * seconds["direct"] else "direct"
             mode = _FORWARD_CHOICE[key]
