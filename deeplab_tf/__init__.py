@@ -26,6 +26,7 @@ _EXPORTS = {
     "SegmentationLoss": "training.keras_losses",
     "MeanIoU": "evaluation.mean_iou",
     "PolyLearningRate": "training.schedules",
+    "MomentumSGD": "training.optimizers",
     "train_dataset": "data.pipeline",
     "eval_dataset": "data.pipeline",
     "image_label_pairs": "data.keras_inputs",

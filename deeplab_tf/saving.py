@@ -3,12 +3,12 @@
 import keras
 
 from deeplab_tf import workdir as workdir_lib
-# mean_iou, keras_losses and schedules are imported for their Keras registration: `import deeplab_tf`
+# mean_iou, keras_losses, optimizers and schedules are imported for their Keras registration: `import deeplab_tf`
 # loads nothing, and the .keras file of a compiled model names their classes.
 from deeplab_tf.evaluation import mean_iou  # noqa: F401
 from deeplab_tf.modeling import folding
 from deeplab_tf.modeling.deeplab import DeepLabV3
-from deeplab_tf.training import keras_losses, schedules  # noqa: F401
+from deeplab_tf.training import keras_losses, optimizers, schedules  # noqa: F401
 
 
 def load_model(path, *, output_stride=None, precision="float32", fold_batch_norm=True):

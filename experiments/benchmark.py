@@ -51,12 +51,12 @@ FLAGS = flags.FLAGS
 
 
 def _build_step(name, precision):
-    import keras
     import tensorflow as tf
 
     from deeplab_tf.modeling import DeepLabV3
     from deeplab_tf.modeling.folding import fold_batch_norm
     from deeplab_tf.modeling.precision import dtype_policy
+    from deeplab_tf.training.optimizers import MomentumSGD
     from deeplab_tf.training.step import make_train_step
 
     backbone, output_stride, batch, mode = CASES[name]
@@ -69,7 +69,7 @@ def _build_step(name, precision):
         step = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1))
         return batch, step, (images,)
     labels = tf.random.uniform([batch, FLAGS.size, FLAGS.size], 0, 21, dtype=tf.int32)
-    optimizer = keras.optimizers.SGD(learning_rate=1e-3, momentum=0.9)
+    optimizer = MomentumSGD(learning_rate=1e-3, momentum=0.9)
     optimizer.build(model.trainable_variables)
     step = tf.function(make_train_step(model, optimizer, global_step=tf.Variable(0, dtype=tf.int64)))
     return batch, step, (images, labels)

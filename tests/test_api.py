@@ -1,4 +1,4 @@
-"""The public Python API: names, Keras compile/fit with the package's loss, metric and schedule,
+"""The public Python API: names, Keras compile/fit with the package's loss, metric, schedule and optimizer,
 `.keras` files, loading a training run, and the README's "Use from Python" example."""
 
 import os
@@ -36,7 +36,7 @@ def fitted(tfrecords):
     keras.utils.set_random_seed(0)
     # A fast batch-norm momentum, so that 12 steps move the moving statistics inference uses.
     model = deeplab_tf.DeepLabV3(num_classes=21, backbone="resnet_v1_50", output_stride=16, bn_momentum=0.9)
-    model.compile(optimizer=keras.optimizers.SGD(deeplab_tf.PolyLearningRate(0.01, 12), momentum=0.9),
+    model.compile(optimizer=deeplab_tf.MomentumSGD(deeplab_tf.PolyLearningRate(0.01, 12), momentum=0.9),
                   loss=deeplab_tf.SegmentationLoss(), metrics=[deeplab_tf.MeanIoU(num_classes=21)])
     train = deeplab_tf.train_dataset(os.path.join(tfrecords, "train-*"), batch_size=2, crop_size=(65, 65),
                                      min_scale=1.0, max_scale=1.0, shuffle_buffer=8, seed=0)
@@ -96,7 +96,7 @@ def test_keras_file_round_trip_gives_identical_outputs(fitted, tmp_path):
 
 def test_load_model_reads_a_compiled_keras_file_in_a_fresh_process(fitted, tmp_path):
     """`import deeplab_tf` registers nothing with Keras (it stays cheap); load_model must, or a compiled
-    model's loss, metric and schedule cannot be found."""
+    model's loss, metric, schedule and optimizer cannot be found."""
     model, _ = fitted
     path = str(tmp_path / "model.keras")
     model.save(path)
@@ -105,10 +105,11 @@ def test_load_model_reads_a_compiled_keras_file_in_a_fresh_process(fitted, tmp_p
     code = (f"import numpy as np, deeplab_tf; model = deeplab_tf.load_model({path!r}, fold_batch_norm=False); "
             f"image = np.random.default_rng(7).uniform(0, 255, (1, 37, 45, 3)).astype(np.float32); "
             f"np.testing.assert_array_equal(model(image, training=False), np.load({expected!r})); "
-            f"print(type(model.loss).__name__, model.optimizer.get_config()['learning_rate']['class_name'])")
+            f"print(type(model.loss).__name__, model.optimizer.get_config()['learning_rate']['class_name'], "
+            f"type(model.optimizer).__name__)")
     result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["SegmentationLoss", "PolyLearningRate"]
+    assert result.stdout.split() == ["SegmentationLoss", "PolyLearningRate", "MomentumSGD"]
 
 
 def test_folded_model_round_trips_through_a_keras_file(fitted, tmp_path):

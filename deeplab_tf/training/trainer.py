@@ -27,6 +27,7 @@ from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbon
 from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.class_weights import resolve_class_weights
 from deeplab_tf.training.config import check_config
+from deeplab_tf.training.optimizers import MomentumSGD
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.step import make_train_step
 from deeplab_tf.training.strategies import is_parameter_server, lost_peer_error, make_strategy, own_workdir
@@ -260,8 +261,7 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
         # then a write, which loses counts when asynchronous workers race; assign_add is atomic.
         global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(global_step),
-                                         momentum=train_cfg.momentum)
+        optimizer = MomentumSGD(learning_rate=lambda: schedule(global_step), momentum=train_cfg.momentum)
         if train_cfg.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         # Must happen inside the scope, or the first distributed step fails on a placeholder.
