@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from deeplab_tf.cli.entry import ASSUME_FROZEN_WEIGHTS  # noqa: E402
 from deeplab_tf.modeling.precision import PRECISIONS  # noqa: E402
 
 CASES = {
@@ -61,6 +62,8 @@ def _build_step(name, precision):
 
     backbone, output_stride, batch, mode = CASES[name]
     batch = FLAGS.batch or batch
+    if mode == "infer":  # as deeplab-eval and deeplab-vis run (each case has a process of its own)
+        os.environ.setdefault(ASSUME_FROZEN_WEIGHTS, "1")
     with dtype_policy(precision):
         model = DeepLabV3(num_classes=21, backbone=backbone, output_stride=output_stride)
     images = tf.random.uniform([batch, FLAGS.size, FLAGS.size, 3], 0, 255)

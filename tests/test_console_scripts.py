@@ -92,3 +92,28 @@ def test_local_cluster_log_dir_flag_is_listed():
     result = _help(console_script_command("deeplab-local-cluster", console_scripts()["deeplab-local-cluster"],
                                           "--help"))
     assert "--log_dir:" in result.stdout and "--num_ps:" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("inference_only, preset, expected", [
+    (False, None, None), (True, None, "1"), (True, "0", "0")])
+def test_only_inference_tools_let_onednn_keep_laid_out_weights(monkeypatch, inference_only, preset, expected):
+    """entry.run(inference_only=True) (deeplab-eval, deeplab-vis) sets TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 for
+    its process unless the user set it; the other tools, which train or trace for others, leave it alone."""
+    from deeplab_tf.cli import entry
+
+    if preset is None:
+        monkeypatch.delenv(entry.ASSUME_FROZEN_WEIGHTS, raising=False)
+    else:
+        monkeypatch.setenv(entry.ASSUME_FROZEN_WEIGHTS, preset)
+    monkeypatch.setattr(entry.app, "run", lambda main, flags_parser: main(["tool"]))  # absl runs once a process
+    seen = []
+    entry.run(lambda argv: seen.append(os.environ.get(entry.ASSUME_FROZEN_WEIGHTS)), __name__,
+              inference_only=inference_only)
+    assert seen == [expected]
+
+
+def test_the_tools_that_train_or_export_do_not_assume_frozen_weights():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deeplab_tf", "cli")
+    for name in ("train", "demo", "export", "local_cluster", "eval", "vis"):
+        source = open(os.path.join(root, name + ".py")).read()
+        assert ("inference_only=True" in source) == (name in ("eval", "vis")), name

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -18,7 +19,7 @@ from deeplab_tf.cli import eval as eval_cli
 from deeplab_tf.data import eval_dataset, get_dataset_info, make_example
 from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.evaluation import evaluator, inference
-from eval_utils import IMAGE_SIZES, make_eval_data, run_main
+from eval_utils import IMAGE_SIZES, make_eval_data, make_workdir, run_main
 
 VOC = get_dataset_info("pascal_voc_seg")
 
@@ -226,3 +227,36 @@ def test_bfloat16_evaluation_writes_its_own_results_close_to_float32(data):
     relative = np.abs(reference - ours).max() / np.abs(reference).max()
     agreement = np.mean(reference.argmax(-1) == ours.argmax(-1))
     assert 0 < relative < 0.05 and agreement > 0.9, (relative, agreement)
+
+
+def test_console_script_scores_each_checkpoint_of_the_loop_as_the_library_does(data, tmp_path):
+    """deeplab-eval's own process lets oneDNN keep each traced graph's laid-out weights
+    (TF_ONEDNN_ASSUME_FROZEN_WEIGHTS): the loop over two checkpoints with other weights, at two scales
+    with flips (several shapes through the same kernels), must still score each exactly as the library
+    does in this process, which has it unset."""
+    assert "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS" not in os.environ
+    workdir = str(tmp_path / "run")
+    make_workdir(workdir, step=5, seed=0)
+    output_dir = str(tmp_path / "loop")
+    command = [sys.executable, "-m", "deeplab_tf.cli.eval", f"--checkpoint={workdir}",
+               f"--eval_pattern={data['pattern']}", "--loop", "--loop_timeout_secs=15", "--eval_scales=0.75,1.0",
+               "--flip", f"--output_dir={output_dir}"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")) as process:
+        first = os.path.join(output_dir, "metrics-5.json")
+        for _ in range(600):  # the first evaluation (start-up included) takes a few seconds
+            if os.path.exists(first) or process.poll() is not None:
+                break
+            time.sleep(0.5)
+        make_workdir(workdir, step=7, seed=1)  # training goes on: new weights in the same process's loop
+        _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    for step in (5, 7):
+        with open(os.path.join(output_dir, f"metrics-{step}.json")) as f:
+            console = json.load(f)
+        library, _ = evaluator.evaluate_checkpoint(
+            os.path.join(workdir, "checkpoints", f"ckpt-{step}"), data["pattern"], dataset_info=VOC,
+            scales=(0.75, 1.0), flip=True, output_dir=str(tmp_path / f"library_{step}"))
+        assert console["confusion_matrix"] == library["confusion_matrix"], step
+    with open(os.path.join(output_dir, "metrics-7.json")) as f, open(first) as g:
+        assert json.load(f)["confusion_matrix"] != json.load(g)["confusion_matrix"]  # other weights, other scores

@@ -3,6 +3,7 @@ TFRecord split, user palettes, and clear messages for bad input."""
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -223,3 +224,20 @@ def test_segment_refuses_what_is_not_one_image(data, image, message):
     model = deeplab_tf.load_model(data["workdir"])
     with pytest.raises((ValueError, TypeError), match=message):
         deeplab_tf.segment(model, image)
+
+
+def test_installed_console_script_writes_what_the_library_writes(data, tmp_path):
+    """The installed deeplab-vis lets oneDNN keep laid-out weights in its own process
+    (TF_ONEDNN_ASSUME_FROZEN_WEIGHTS); images of four sizes at two scales with flips must come out as
+    vis writes them in this process, which has it unset."""
+    assert "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS" not in os.environ
+    options = dict(checkpoint=data["workdir"], image_dir=data["images"], eval_scales="0.75,1.0")
+    console_dir, library_dir = str(tmp_path / "console"), str(tmp_path / "library")
+    result = subprocess.run(["deeplab-vis", *(f"--{k}={v}" for k, v in options.items()), "--flip",
+                             f"--output_dir={console_dir}"],
+                            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_main(vis_cli, output_dir=library_dir, flip=True, **options)
+    for name in ("photo", "grey", "alpha", "sub/palette"):
+        np.testing.assert_array_equal(np.asarray(_written(console_dir, name)["index"]),
+                                      np.asarray(_written(library_dir, name)["index"]), err_msg=name)

@@ -142,7 +142,7 @@ def main(argv):
 
 
 def run():
-    entry.run(main, __name__)
+    entry.run(main, __name__, inference_only=True)
 
 
 if __name__ == "__main__":
