@@ -11,7 +11,9 @@ times torchvision and TF Model Garden on the same machine beside it.
     python -m experiments.benchmark --cases=r101_os16_infer --repeats=10 --precisions=float32
     python -m experiments.benchmark --cases=r50_os16_train --size=129 --batch=8   # the demo's step
 
-mixed_bfloat16 pays off where the CPU has bfloat16 matrix units (AMX, as here) or on GPU/TPU; on
+Inference cases run the folded model with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1, as deeplab-eval and
+deeplab-vis do (oneDNN keeps the laid-out weights between calls; `deeplab_tf/cli/entry.py`).
+mixed_bfloat16 pays off where the CPU has bfloat16 instructions (AVX512-BF16 or AMX) or on GPU/TPU; on
 CPUs without them it is much slower than float32.
 """
 
