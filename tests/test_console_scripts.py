@@ -95,16 +95,17 @@ def test_local_cluster_log_dir_flag_is_listed():
 
 
 @pytest.mark.parametrize("inference_only, preset, expected", [
-    (False, None, None), (True, None, "1"), (True, "0", "0")])
+    (False, None, None), (True, None, "1"), (True, "0", "0"), (False, "0", "0")])
 def test_only_inference_tools_let_onednn_keep_laid_out_weights(monkeypatch, inference_only, preset, expected):
     """entry.run(inference_only=True) (deeplab-eval, deeplab-vis) sets TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 for
     its process unless the user set it; the other tools, which train or trace for others, leave it alone."""
     from deeplab_tf.cli import entry
 
+    # setenv first, so that monkeypatch restores the variable's absence after entry.run set it: leaked into
+    # this process, it would reach the trainers that later tests start (and stall their weights).
+    monkeypatch.setenv(entry.ASSUME_FROZEN_WEIGHTS, preset or "")
     if preset is None:
-        monkeypatch.delenv(entry.ASSUME_FROZEN_WEIGHTS, raising=False)
-    else:
-        monkeypatch.setenv(entry.ASSUME_FROZEN_WEIGHTS, preset)
+        monkeypatch.delenv(entry.ASSUME_FROZEN_WEIGHTS)
     monkeypatch.setattr(entry.app, "run", lambda main, flags_parser: main(["tool"]))  # absl runs once a process
     seen = []
     entry.run(lambda argv: seen.append(os.environ.get(entry.ASSUME_FROZEN_WEIGHTS)), __name__,
@@ -117,3 +118,12 @@ def test_the_tools_that_train_or_export_do_not_assume_frozen_weights():
     for name in ("train", "demo", "export", "local_cluster", "eval", "vis"):
         source = open(os.path.join(root, name + ".py")).read()
         assert ("inference_only=True" in source) == (name in ("eval", "vis")), name
+
+
+def test_a_tool_that_trains_refuses_frozen_weights_from_the_environment():
+    """A user who exported TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 for serving gets a clear stop from deeplab-train,
+    not a training whose convolutions keep their first weights."""
+    result = subprocess.run(["deeplab-train", "--help"], capture_output=True, text=True,
+                            env=dict(os.environ, TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="1"))
+    assert result.returncode == 1
+    assert "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS is set" in result.stderr and "Traceback" not in result.stderr

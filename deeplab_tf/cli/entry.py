@@ -49,6 +49,10 @@ def run(main, module_name="__main__", *, flags_parser=parse_flags, inference_onl
     """
     if inference_only:
         os.environ.setdefault(ASSUME_FROZEN_WEIGHTS, "1")
+    elif os.environ.get(ASSUME_FROZEN_WEIGHTS, "0").lower() not in ("", "0", "false"):
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {ASSUME_FROZEN_WEIGHTS} is set, and this tool changes weights "
+                 "that oneDNN would then keep at their first values (training would not learn). Unset it here; "
+                 "it is for inference-only processes.")
     module = sys.modules[module_name]
     if module_name != "__main__":
         sys.modules["__main__"].__doc__ = module.__doc__
