@@ -12,7 +12,7 @@ times torchvision and TF Model Garden on the same machine beside it.
     python -m experiments.benchmark --cases=r50_os16_train --size=129 --batch=8   # the demo's step
 
 Inference cases run the folded model with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1, as deeplab-eval and
-deeplab-vis do (oneDNN keeps the laid-out weights between calls; `deeplab_tf/cli/entry.py`).
+deeplab-vis do (oneDNN keeps the laid-out weights between calls; `deeplab_tf/constants.py`).
 mixed_bfloat16 pays off where the CPU has bfloat16 instructions (AVX512-BF16 or AMX) or on GPU/TPU; on
 CPUs without them it is much slower than float32.
 """
@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from deeplab_tf.cli.entry import ASSUME_FROZEN_WEIGHTS  # noqa: E402
+from deeplab_tf.constants import ASSUME_FROZEN_WEIGHTS  # noqa: E402
 from deeplab_tf.modeling.precision import PRECISIONS  # noqa: E402
 
 CASES = {

@@ -113,17 +113,20 @@ def test_only_inference_tools_let_onednn_keep_laid_out_weights(monkeypatch, infe
     assert seen == [expected]
 
 
-def test_the_tools_that_train_or_export_do_not_assume_frozen_weights():
+def test_only_eval_and_vis_opt_in():
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deeplab_tf", "cli")
     for name in ("train", "demo", "export", "local_cluster", "eval", "vis"):
         source = open(os.path.join(root, name + ".py")).read()
         assert ("inference_only=True" in source) == (name in ("eval", "vis")), name
 
 
-def test_a_tool_that_trains_refuses_frozen_weights_from_the_environment():
+def test_a_tool_that_trains_refuses_frozen_weights_from_the_environment(tmp_path):
     """A user who exported TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 for serving gets a clear stop from deeplab-train,
     not a training whose convolutions keep their first weights."""
-    result = subprocess.run(["deeplab-train", "--help"], capture_output=True, text=True,
-                            env=dict(os.environ, TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="1"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(["deeplab-train", "--config=experiments/configs/voc_recipe.py:stage1_trainaug_os16",
+                             f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=root,
+                            env=dict(os.environ, TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="1", TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 1
-    assert "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS is set" in result.stderr and "Traceback" not in result.stderr
+    assert "deeplab-train: TF_ONEDNN_ASSUME_FROZEN_WEIGHTS is on" in result.stderr
+    assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "run")

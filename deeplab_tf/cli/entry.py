@@ -11,14 +11,9 @@ import sys
 
 from absl import app, flags
 
-HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+from deeplab_tf.constants import ASSUME_FROZEN_WEIGHTS
 
-# TensorFlow's oneDNN convolutions re-lay out a variable's weights for their kernels on every call and keep
-# the result only for constants. Set to 1, the weights of every traced graph count as constants: laid out
-# at the graph's first call, then reused (R101 at 513x513 here: 7-11% faster). A graph whose variables
-# change after its first call would go on computing with the old weights, so only the tools that never
-# train set it, and only in their own process; TensorFlow reads it once, at the first convolution.
-ASSUME_FROZEN_WEIGHTS = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
 def _asked_for_help(argv):
@@ -49,10 +44,6 @@ def run(main, module_name="__main__", *, flags_parser=parse_flags, inference_onl
     """
     if inference_only:
         os.environ.setdefault(ASSUME_FROZEN_WEIGHTS, "1")
-    elif os.environ.get(ASSUME_FROZEN_WEIGHTS, "0").lower() not in ("", "0", "false"):
-        sys.exit(f"{os.path.basename(sys.argv[0])}: {ASSUME_FROZEN_WEIGHTS} is set, and this tool changes weights "
-                 "that oneDNN would then keep at their first values (training would not learn). Unset it here; "
-                 "it is for inference-only processes.")
     module = sys.modules[module_name]
     if module_name != "__main__":
         sys.modules["__main__"].__doc__ = module.__doc__

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_tf import data, visualization, workdir as workdir_lib
+from deeplab_tf.constants import ASSUME_FROZEN_WEIGHTS
 from deeplab_tf.data import faults
 from deeplab_tf.modeling import DeepLabV3, resnet
 from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbone
@@ -230,7 +231,12 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print, break_loc
 
     Raises:
         workdir.WorkdirError: another live trainer holds the workdir, or a checkpoint could not be written.
+        ValueError: TF_ONEDNN_ASSUME_FROZEN_WEIGHTS is on in this process (the weights would not train).
     """
+    if os.environ.get(ASSUME_FROZEN_WEIGHTS, "").strip().lower() in ("1", "true"):
+        raise ValueError(f"{ASSUME_FROZEN_WEIGHTS} is on in this process's environment: oneDNN would keep every "
+                         "convolution's first weights and training would not learn. Unset it for training; it is "
+                         "for processes that only run inference.")
     strategy = strategy or make_strategy(config.train.strategy, tpu=config.train.tpu)
     # MultiWorkerMirroredStrategy: every worker runs this function; all resume from workdir's checkpoint,
     # only the chief writes into workdir.
