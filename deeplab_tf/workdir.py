@@ -5,7 +5,7 @@ Layout written by the trainer:
     <workdir>/model_config.json      DeepLabV3.get_config() of the trained model
     <workdir>/config.json            the full experiment config and flags
     <workdir>/checkpoints/ckpt-<n>.* tf.train.Checkpoint(model=..., optimizer=..., step=...)
-    <workdir>/train.lock             PID and host of the trainer running in it (`TrainerLock`)
+    <workdir>/train.lock             PID, host and process of the trainer running in it (`TrainerLock`)
 """
 
 import json
@@ -126,6 +126,32 @@ def _process_alive(pid):
     return True
 
 
+def _process_identity(pid):
+    """"<boot id>:<start time>" of a process on Linux (unique across PID reuse and reboots), else None."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+        with open(f"/proc/{pid}/stat") as f:
+            # Field 22, the start time in clock ticks after boot; the 2nd (the name, in parentheses) may hold spaces.
+            start_ticks = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot_id}:{start_ticks}"
+
+
+def _still_running(lock):
+    """Whether the trainer that wrote `lock` on this host runs: its PID is alive and, where the lock and Linux
+    tell, the same process. A restarted container numbers its processes as before and a rebooted machine
+    reuses PIDs, so a live PID alone can be another process, even the trainer that now reads the lock."""
+    pid = int(lock["pid"])
+    if not _process_alive(pid):
+        return False
+    recorded, current = lock.get("process"), _process_identity(pid)
+    if recorded is None or current is None:  # Without both, only our own PID is known to be no other trainer.
+        return pid != os.getpid()
+    return recorded == current
+
+
 def _read_lock(path):
     """The lock's {"pid", "host", "since"}, or {} if it is unreadable (half-written by a killed trainer)."""
     try:
@@ -139,8 +165,9 @@ class TrainerLock:
     """`<workdir>/train.lock`: refuses a second live trainer in one workdir, so two runs never interleave
     their checkpoints.
 
-    The lock holds the trainer's PID and host. A lock whose PID is dead on this host (a crashed or killed
-    trainer) is taken over with a note; a lock from another host cannot be judged and needs
+    The lock holds the trainer's PID and host (and, on Linux, which process that PID was). A lock whose
+    trainer no longer runs on this host (crashed or killed; its PID dead or now another process's) is
+    taken over with a note; a lock from another host cannot be judged and needs
     `break_lock=True` (deeplab-train --break_lock). Released when the block ends, however it ends.
     Workdirs that are not local paths (gs://...) are not locked.
     """
@@ -148,7 +175,8 @@ class TrainerLock:
     def __init__(self, workdir, *, break_lock=False, log=print):
         self.path = os.path.join(workdir, LOCK_FILE)
         self._workdir, self._break_lock, self._log = workdir, break_lock, log
-        self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "process": _process_identity(os.getpid())}
         self._held = False
 
     def __enter__(self):
@@ -175,7 +203,7 @@ class TrainerLock:
         held_by = f"deeplab-train PID {pid} on host {host} (since {other.get('since')})"
         if self._break_lock:
             self._log(f"--break_lock: taking over {self.path} from {held_by}.")
-        elif not other or (host == self._owner["host"] and not _process_alive(int(pid))):
+        elif not other or (host == self._owner["host"] and not _still_running(other)):
             self._log(f"Taking over {self.path}: {held_by if other else 'an unreadable lock'} is no longer running.")
         else:
             raise WorkdirError(

@@ -85,6 +85,7 @@ def test_a_second_live_trainer_is_refused_and_the_lock_is_released_on_sigterm(tf
                 break
         lock = json.loads((workdir / workdir_lib.LOCK_FILE).read_text())
         assert lock["pid"] == first.pid
+        assert lock["process"] == workdir_lib._process_identity(first.pid) is not None  # Linux: boot id, start time
 
         second = _run(f"--config={config}", f"--workdir={workdir}", "--config.train.steps=2")
         assert second.returncode == 1
@@ -116,6 +117,54 @@ def test_a_dead_trainers_lock_is_taken_over_and_errors_release_the_lock(tfrecord
     assert any(f"Taking over {workdir / workdir_lib.LOCK_FILE}: deeplab-train PID {dead.pid}" in line
                and "no longer running" in line for line in lines), lines
     assert not (workdir / workdir_lib.LOCK_FILE).exists()
+
+
+def _lock(pid, process, host=None):
+    return {"pid": pid, "host": host or workdir_lib.socket.gethostname(), "since": "2026-01-01 00:00:00",
+            "process": process}
+
+
+def test_a_lock_whose_pid_is_now_another_process_is_taken_over(tfrecords, tmp_path):
+    """A container restarted after its trainer was killed numbers its processes as before (and a reboot
+    reuses PIDs): the lock's PID is alive but is another process. deeplab-train, as a user runs it, takes the
+    lock over and trains; here the PID is pytest's own, alive and no trainer."""
+    workdir = tmp_path / "run"
+    os.makedirs(workdir)
+    boot_id, start = workdir_lib._process_identity(os.getpid()).split(":")
+    (workdir / workdir_lib.LOCK_FILE).write_text(json.dumps(_lock(os.getpid(), f"{boot_id}:{int(start) - 1}")))
+    config = _config_file(tmp_path / "config.py", tfrecords, steps=1)
+    result = _run(f"--config={config}", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Taking over {workdir / workdir_lib.LOCK_FILE}: deeplab-train PID {os.getpid()} on host " in result.stdout
+    assert "is no longer running" in result.stdout and os.listdir(workdir / "checkpoints")
+    assert not (workdir / workdir_lib.LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("whose, process, taken_over", [
+    ("parent", "its own", False),        # a live trainer: refused
+    ("parent", None, False),             # a lock written before locks named the process: its live PID decides
+    ("parent", "another boot", True),    # the machine rebooted since: another process now has the PID
+    ("ours", "another start", True),     # a restarted container: the trainer reading the lock has its PID
+    ("ours", None, True),
+    ("ours", "its own", False),          # this very process holds it (a second lock inside one process)
+])
+def test_which_locks_on_this_host_are_stale(tmp_path, whose, process, taken_over):
+    pid = os.getpid() if whose == "ours" else os.getppid()
+    identity = workdir_lib._process_identity(pid)
+    boot_id, start = identity.split(":")
+    process = {"its own": identity, "another boot": f"not-{boot_id}:{start}",
+               "another start": f"{boot_id}:{int(start) + 1}", None: None}[process]
+    (tmp_path / workdir_lib.LOCK_FILE).write_text(json.dumps(_lock(pid, process)))
+    lines = []
+    if taken_over:
+        with workdir_lib.TrainerLock(str(tmp_path), log=lines.append):
+            assert json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())["pid"] == os.getpid()
+        assert len(lines) == 1 and lines[0].endswith("is no longer running."), lines
+    else:
+        with pytest.raises(workdir_lib.WorkdirError, match=f"is in use by deeplab-train PID {pid} on host "), \
+                workdir_lib.TrainerLock(str(tmp_path), log=lines.append):
+            pass
+        assert (tmp_path / workdir_lib.LOCK_FILE).exists() and not lines
 
 
 def test_a_lock_from_another_host_needs_break_lock(tmp_path):
