@@ -8,7 +8,8 @@ evaluation and visualisation use, with the model's output stride and the scales,
 size fixed at export time.
 
 Signatures:
-    serving_default: image_bytes string [B] (JPEG, PNG, GIF, BMP or WebP, each of any size) ->
+    serving_default: image_bytes string [B] (JPEG, PNG, GIF, BMP or WebP, each of any size; JPEGs upright by
+        their EXIF orientation) ->
         labels int32 [B, max H, max W] (padded with -1 right and below smaller images),
         heights, widths int32 [B] (each image's size),
         optionally probabilities float32 [B, max H, max W, C] (padded with 0).
@@ -121,8 +122,71 @@ def _header_size(image_bytes):
                    default=lambda: (tf.constant(0), tf.constant(0)))
 
 
+# Where a JPEG's EXIF block is looked for: it follows the start marker (and a JFIF header, if any), and an
+# APP1 segment holds at most 64 KiB. Up to this many entries of its first directory are read.
+_EXIF_SEARCH_BYTES = 65536
+_EXIF_MAX_ENTRIES = 64
+_EXIF_ORIENTATION = 0x0112
+
+
+def _exif_orientation(image_bytes):
+    """A JPEG's EXIF orientation tag (1-8): 1 (upright) for other formats and when it is absent or unreadable.
+
+    Phones store the sensor's pixels and this tag; viewers, PIL's `ImageOps.exif_transpose` (the converters,
+    deeplab-vis, `segment`) and OpenCV's decoder turn the picture upright, TensorFlow's decoders do not.
+    """
+    size = _EXIF_SEARCH_BYTES
+    data = tf.io.decode_raw(tf.strings.join([tf.strings.substr(image_bytes, 0, size), b"\0" * size]), tf.uint8)
+    data = tf.cast(data[:size], tf.int64)
+    # The APP1 marker, 2 bytes of length, then "Exif\0\0" and the TIFF header.
+    pattern = {0: 0xFF, 1: 0xE1, **{4 + i: byte for i, byte in enumerate(b"Exif\0\0")}}
+    last = size - 10
+    found = tf.reduce_all(tf.stack([tf.equal(data[k:last + k], byte) for k, byte in pattern.items()]), axis=0)
+    tiff = tf.argmax(tf.cast(found, tf.int32), output_type=tf.int64) + 10
+    big_endian = tf.logical_and(tf.equal(data[tf.minimum(tiff, size - 1)], ord("M")),
+                                tf.equal(data[tf.minimum(tiff + 1, size - 1)], ord("M")))
+    little_endian = tf.logical_and(tf.equal(data[tf.minimum(tiff, size - 1)], ord("I")),
+                                   tf.equal(data[tf.minimum(tiff + 1, size - 1)], ord("I")))
+
+    def unsigned(offsets, length):
+        """The `length`-byte unsigned integers at `offsets` (past the end: 0) in the block's byte order."""
+        byte_offsets = tf.expand_dims(offsets, -1) + tf.range(length, dtype=tf.int64)
+        values = tf.gather(tf.pad(data, [[0, 1]]), tf.minimum(byte_offsets, size))
+        weights = tf.bitwise.left_shift(tf.constant(1, tf.int64), 8 * tf.range(length, dtype=tf.int64))
+        weights = tf.where(big_endian, tf.reverse(weights, [0]), weights)
+        return tf.reduce_sum(values * weights, axis=-1)
+
+    directory = tiff + unsigned(tiff + 4, 4)
+    entries = directory + 2 + 12 * tf.range(_EXIF_MAX_ENTRIES, dtype=tf.int64)
+    is_orientation = tf.logical_and(tf.range(_EXIF_MAX_ENTRIES, dtype=tf.int64) < unsigned(directory, 2),
+                                    tf.equal(unsigned(entries, 2), _EXIF_ORIENTATION))
+    # A SHORT value sits in the first two bytes of the entry's 4-byte value field, in the block's byte order.
+    orientation = unsigned(entries[tf.argmax(tf.cast(is_orientation, tf.int32))] + 8, 2)
+    readable = tf.reduce_all(tf.stack([tf.io.is_jpeg(image_bytes), tf.reduce_any(found),
+                                       tf.logical_or(big_endian, little_endian), tf.reduce_any(is_orientation),
+                                       orientation >= 1, orientation <= 8]))
+    return tf.where(readable, tf.cast(orientation, tf.int32), 1)
+
+
+def _upright(image, orientation):
+    """`image` turned as its EXIF `orientation` says a viewer shows it (as `ImageOps.exif_transpose`)."""
+    def transpose():
+        return tf.transpose(image, [1, 0, 2])
+
+    return tf.switch_case(orientation - 1, [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),                      # 2: mirrored left-right
+        lambda: tf.reverse(image, [0, 1]),                   # 3: turned 180 degrees
+        lambda: tf.reverse(image, [0]),                      # 4: mirrored top-bottom
+        transpose,                                           # 5: mirrored along the main diagonal
+        lambda: tf.reverse(transpose(), [1]),                # 6: stored turned 90 degrees left
+        lambda: tf.reverse(transpose(), [0, 1]),             # 7: mirrored along the other diagonal
+        lambda: tf.reverse(transpose(), [0]),                # 8: stored turned 90 degrees right
+    ])
+
+
 def _decode_image(image_bytes, max_image_pixels, index):
-    """Encoded image -> float32 [H, W, 3] RGB in 0..255.
+    """Encoded image -> float32 [H, W, 3] RGB in 0..255, upright by a JPEG's EXIF orientation.
 
     Raises InvalidArgument naming element `index` of the batch when the bytes are empty, not an image,
     corrupt or too large. JPEG and PNG sizes are checked from their headers, so a small file that would
@@ -136,6 +200,7 @@ def _decode_image(image_bytes, max_image_pixels, index):
     with tf.control_dependencies([check]):
         image = _or_fallback(lambda data: tf.io.decode_image(data, channels=3, expand_animations=False),
                              image_bytes, tf.zeros([0, 0, 3], tf.uint8))
+    image = _upright(image, _exif_orientation(image_bytes))
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     checks = [_refuse_unless(height * width > 0, "corrupt or truncated: it cannot be decoded.", index),
               _check_pixels(height, width, max_image_pixels, index)]

@@ -2,10 +2,12 @@
 process's results against `predict`, refused requests, half-precision weights, TFLite and the CLI."""
 
 import base64
+import io
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image, ImageOps
 
 from deeplab_tf import export, workdir
 from deeplab_tf.evaluation.inference import predict
@@ -152,6 +155,60 @@ def test_saved_model_cli_run_decodes_an_image_file_at_its_own_size(exported, ima
     assert np.load(tmp_path / "out" / "heights.npy").tolist() == [height]
     assert np.load(tmp_path / "out" / "widths.npy").tolist() == [width]
     _assert_labels_match(labels[0], _reference(model, image))
+
+
+def _exif(orientation, byte_order):
+    """An EXIF block with a first directory of two entries, the orientation second, in either byte order
+    (PIL writes "II", little-endian; iPhones "MM")."""
+    if byte_order == "II":
+        exif = Image.Exif()
+        exif[0x010F] = "Phone"  # Make
+        exif[0x0112] = orientation
+        return exif.tobytes()
+    entries = (struct.pack(">HHI4s", 0x0100, 4, 1, struct.pack(">I", 45))  # ImageWidth, LONG
+               + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0))  # Orientation, SHORT
+    return b"Exif\0\0MM\0\x2a" + struct.pack(">I", 8) + struct.pack(">H", 2) + entries + struct.pack(">I", 0)
+
+
+def _phone_jpeg(stored, orientation, byte_order):
+    """(JPEG bytes of the `stored` pixels tagged with an EXIF orientation, the upright picture a viewer shows:
+    TensorFlow's decoding of the pixels turned by PIL's `ImageOps.exif_transpose`)."""
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, "JPEG", quality=95, exif=_exif(orientation, byte_order))
+    data = buffer.getvalue()
+    decoded = Image.fromarray(tf.io.decode_jpeg(data, channels=3).numpy())
+    decoded.info["exif"] = _exif(orientation, byte_order)
+    return data, np.asarray(ImageOps.exif_transpose(decoded))
+
+
+@pytest.mark.parametrize("byte_order", ["II", "MM"])
+def test_exif_orientation_is_read_in_the_graph_as_pil_reads_it(byte_order):
+    stored = _pattern_image(21, 34, 2)
+    for orientation in range(1, 9):
+        data, upright = _phone_jpeg(stored, orientation, byte_order)
+        assert Image.open(io.BytesIO(data)).getexif()[0x0112] == orientation  # PIL reads the tag written
+        read = export._exif_orientation(tf.constant(data))
+        assert int(read) == orientation
+        np.testing.assert_array_equal(export._upright(tf.io.decode_jpeg(data, channels=3), read), upright)
+    png = tf.io.encode_png(stored).numpy()
+    for untagged in (tf.io.encode_jpeg(stored).numpy(), png, b"", b"\xff\xd8\xff\xe1\0\x08Exif\0\0MM"):
+        assert int(export._exif_orientation(tf.constant(untagged))) == 1
+
+
+def test_saved_model_cli_run_segments_phone_photos_upright(exported, loaded, tmp_path):
+    """JPEGs stored sideways with an EXIF orientation (as phones save them) come back at the size and in the
+    orientation a viewer shows, with the labels of the upright pixels, through the C++ loader TF Serving uses."""
+    requests = [_phone_jpeg(_pattern_image(33, 45, 3), 6, "MM"), _phone_jpeg(_pattern_image(33, 45, 4), 3, "II")]
+    np.save(tmp_path / "request.npy", np.array([data for data, _ in requests], dtype=object))
+    _saved_model_cli("run", "--dir", exported, "--tag_set", "serve", "--signature_def", export.SERVING_SIGNATURE,
+                     "--inputs", f"image_bytes={tmp_path / 'request.npy'}", "--outdir", str(tmp_path / "out"))
+    labels = np.load(tmp_path / "out" / "labels.npy")
+    heights, widths = (np.load(tmp_path / "out" / f"{name}.npy").tolist() for name in ("heights", "widths"))
+    assert (heights, widths) == ([45, 33], [33, 45])  # the first turned upright: 45 high, 33 wide
+    for index, (_, upright) in enumerate(requests):
+        expected = loaded.signatures[export.FLOAT_SIGNATURE](images=tf.cast(upright, tf.float32)[tf.newaxis])
+        np.testing.assert_array_equal(labels[index, :heights[index], :widths[index]], expected["labels"][0])
+    assert len(np.unique(labels[0][labels[0] >= 0])) > 1, "a constant label map would not test anything"
 
 
 _FRESH_PROCESS = """
