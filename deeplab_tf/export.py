@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 from tensorflow.lite.python.convert_phase import ConverterError  # not exported as tf.lite.ConverterError
 
+from deeplab_tf.data.tfrecord import decode_image
 from deeplab_tf.evaluation.inference import predict
 
 SERVING_SIGNATURE = "serving_default"
@@ -103,6 +104,11 @@ def _is_image_format(image_bytes):
                                    starts_with(b"BM"), webp]))
 
 
+def _jpeg_shape(image_bytes):
+    """[height, width, components] from a JPEG's header; zeros when it cannot be read."""
+    return _or_fallback(tf.image.extract_jpeg_shape, image_bytes, tf.zeros([3], tf.int32))
+
+
 def _header_size(image_bytes):
     """(height, width) read from a JPEG or PNG header without decoding; (0, 0) for other formats and
     for headers that cannot be read (decoding then fails and says so)."""
@@ -115,7 +121,7 @@ def _header_size(image_bytes):
         return width_height[1], width_height[0]
 
     def jpeg_size():
-        shape = _or_fallback(tf.image.extract_jpeg_shape, image_bytes, tf.zeros([3], tf.int32))
+        shape = _jpeg_shape(image_bytes)
         return shape[0], shape[1]
 
     return tf.case([(is_png, png_size), (tf.io.is_jpeg(image_bytes), jpeg_size)],
@@ -197,10 +203,20 @@ def _decode_image(image_bytes, max_image_pixels, index):
         check = _refuse_unless(_is_image_format(image_bytes), f"not a {_FORMATS} file.", index)
     with tf.control_dependencies([check]):
         check = _check_pixels(*_header_size(image_bytes), max_image_pixels, index)
+    orientation = _exif_orientation(image_bytes)
+    # The pixels deeplab-vis and the records hold: the converters decode JPEGs to be turned upright and CMYK
+    # JPEGs with Pillow (libjpeg's accurate IDCT) and store them re-encoded; other files keep their bytes,
+    # which the records decode with TensorFlow's default (faster) IDCT.
+    cmyk = tf.logical_and(tf.io.is_jpeg(image_bytes), tf.equal(_jpeg_shape(image_bytes)[2], 4))
+    as_pillow = tf.logical_or(orientation > 1, cmyk)
+
+    def decode(data):
+        return tf.cond(as_pillow, lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                       lambda: decode_image(data))
+
     with tf.control_dependencies([check]):
-        image = _or_fallback(lambda data: tf.io.decode_image(data, channels=3, expand_animations=False),
-                             image_bytes, tf.zeros([0, 0, 3], tf.uint8))
-    image = _upright(image, _exif_orientation(image_bytes))
+        image = _or_fallback(decode, image_bytes, tf.zeros([0, 0, 3], tf.uint8))
+    image = _upright(image, orientation)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     checks = [_refuse_unless(height * width > 0, "corrupt or truncated: it cannot be decoded.", index),
               _check_pixels(height, width, max_image_pixels, index)]

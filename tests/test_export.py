@@ -172,13 +172,11 @@ def _exif(orientation, byte_order):
 
 def _phone_jpeg(stored, orientation, byte_order):
     """(JPEG bytes of the `stored` pixels tagged with an EXIF orientation, the upright picture a viewer shows:
-    TensorFlow's decoding of the pixels turned by PIL's `ImageOps.exif_transpose`)."""
+    Pillow's decoding turned by its `ImageOps.exif_transpose`)."""
     buffer = io.BytesIO()
     Image.fromarray(stored).save(buffer, "JPEG", quality=95, exif=_exif(orientation, byte_order))
     data = buffer.getvalue()
-    decoded = Image.fromarray(tf.io.decode_jpeg(data, channels=3).numpy())
-    decoded.info["exif"] = _exif(orientation, byte_order)
-    return data, np.asarray(ImageOps.exif_transpose(decoded))
+    return data, np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
 
 
 @pytest.mark.parametrize("byte_order", ["II", "MM"])
@@ -189,10 +187,48 @@ def test_exif_orientation_is_read_in_the_graph_as_pil_reads_it(byte_order):
         assert Image.open(io.BytesIO(data)).getexif()[0x0112] == orientation  # PIL reads the tag written
         read = export._exif_orientation(tf.constant(data))
         assert int(read) == orientation
-        np.testing.assert_array_equal(export._upright(tf.io.decode_jpeg(data, channels=3), read), upright)
+        decoded = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")  # Pillow's IDCT
+        np.testing.assert_array_equal(export._upright(decoded, read), upright)
     png = tf.io.encode_png(stored).numpy()
     for untagged in (tf.io.encode_jpeg(stored).numpy(), png, b"", b"\xff\xd8\xff\xe1\0\x08Exif\0\0MM"):
         assert int(export._exif_orientation(tf.constant(untagged))) == 1
+
+
+def _user_files(directory):
+    """{name: path} of files as users have them: phone JPEGs in every orientation and both byte orders,
+    plain, greyscale and CMYK JPEGs, RGB, RGBA, palette and 16-bit PNGs, a GIF."""
+    stored = _pattern_image(21, 34, 5)
+    files = {f"phone_{order}_{orientation}.jpg": _phone_jpeg(stored, orientation, order)[0]
+             for order in ("II", "MM") for orientation in range(1, 9)}
+    images = {"plain.jpg": Image.fromarray(stored), "grey.jpg": Image.fromarray(stored[..., 0]),
+              "cmyk.jpg": Image.fromarray(stored).convert("CMYK"), "rgb.png": Image.fromarray(stored),
+              "rgba.png": Image.fromarray(np.dstack([stored, stored[..., :1]])),
+              "palette.png": Image.fromarray(stored).convert("P", palette=Image.Palette.ADAPTIVE, colors=7),
+              "grey16.png": Image.fromarray(stored[..., 0].astype(np.uint16) * 257 + 100),
+              "palette.gif": Image.fromarray(stored).convert("P", palette=Image.Palette.ADAPTIVE, colors=5)}
+    for name, image in images.items():
+        buffer = io.BytesIO()
+        image.save(buffer, name.rsplit(".", 1)[1].replace("jpg", "jpeg").upper(), quality=95)
+        files[name] = buffer.getvalue()
+    paths = {}
+    for name, data in files.items():
+        paths[name] = directory / name
+        paths[name].write_bytes(data)
+    return paths
+
+
+def test_served_pixels_are_those_deeplab_vis_and_the_records_hold(tmp_path):
+    """serving_default decodes each file to exactly the pixels deeplab-vis, `segment` and a converted record
+    give it (`read_rgb_image`): phone JPEGs upright and decoded as the converters decode them, other
+    files as the records decode them. 16-bit PNGs differ by at most one grey level (TensorFlow keeps
+    the high byte, the converters round)."""
+    from deeplab_tf.evaluation.segment import read_rgb_image
+
+    decode = tf.function(lambda data: export._decode_image(data, 10 ** 6, tf.constant(0)))
+    for name, path in _user_files(tmp_path).items():
+        served, read = decode(tf.constant(path.read_bytes())).numpy(), read_rgb_image(str(path)).astype(np.float32)
+        assert served.shape == read.shape, name
+        np.testing.assert_allclose(served, read, atol=1 if "16" in name else 0, err_msg=name)
 
 
 def test_saved_model_cli_run_segments_phone_photos_upright(exported, loaded, tmp_path):
