@@ -149,10 +149,8 @@ def _exif_orientation(image_bytes):
     last = size - 10
     found = tf.reduce_all(tf.stack([tf.equal(data[k:last + k], byte) for k, byte in pattern.items()]), axis=0)
     tiff = tf.argmax(tf.cast(found, tf.int32), output_type=tf.int64) + 10
-    big_endian = tf.logical_and(tf.equal(data[tf.minimum(tiff, size - 1)], ord("M")),
-                                tf.equal(data[tf.minimum(tiff + 1, size - 1)], ord("M")))
-    little_endian = tf.logical_and(tf.equal(data[tf.minimum(tiff, size - 1)], ord("I")),
-                                   tf.equal(data[tf.minimum(tiff + 1, size - 1)], ord("I")))
+    byte_order = tf.gather(data, tf.minimum(tiff + tf.constant([0, 1], tf.int64), size - 1))  # "MM" or "II"
+    big_endian, little_endian = (tf.reduce_all(tf.equal(byte_order, ord(letter))) for letter in "MI")
 
     def unsigned(offsets, length):
         """The `length`-byte unsigned integers at `offsets` (past the end: 0) in the block's byte order."""

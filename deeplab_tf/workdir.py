@@ -153,7 +153,8 @@ def _still_running(lock):
 
 
 def _read_lock(path):
-    """The lock's {"pid", "host", "since"}, or {} if it is unreadable (half-written by a killed trainer)."""
+    """The lock's {"pid", "host", "since", "process"}, or {} if it is unreadable (half-written by a killed
+    trainer)."""
     try:
         with open(path) as f:
             return json.load(f)
