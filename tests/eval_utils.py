@@ -1,7 +1,9 @@
 """A tiny VOC val split, a checkpoint in the trainer's workdir layout, and in-process CLI runs,
 shared by the deeplab-eval and deeplab-vis tests."""
 
+import glob
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -10,7 +12,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from deeplab_tf import workdir as workdir_lib
-from deeplab_tf.data import fake
+from deeplab_tf.data import fake, make_example
 from deeplab_tf.data.sources.voc import convert_voc2012
 from deeplab_tf.modeling import DeepLabV3
 
@@ -62,3 +64,19 @@ def run_main(module, **flag_values):
     with flagsaver.flagsaver():
         flags.FLAGS(argv)
         module.main(["test"])
+
+
+def split_with_a_fault(pattern, directory, fault):
+    """A copy of the split `pattern` (its glob) whose second shard is cut in half ("truncated") or gets a record whose
+    image bytes are not an image ("undecodable"): a copy that did not finish, a converter bug."""
+    directory.mkdir()
+    shards = [shutil.copy(path, directory) for path in sorted(glob.glob(pattern))]
+    if fault == "truncated":
+        with open(shards[1], "r+b") as f:
+            f.truncate(os.path.getsize(shards[1]) // 2)
+    else:
+        with tf.io.TFRecordWriter(shards[1]) as writer:
+            label = tf.io.encode_png(np.zeros([9, 11, 1], np.uint8)).numpy()
+            writer.write(make_example(image=b"\xff\xd8\xff\xe0 not a JPEG", image_format="jpeg", label=label,
+                                      filename="2007_000999", height=9, width=11).SerializeToString())
+    return str(directory / "*.tfrecord"), shards[1]

@@ -4,6 +4,7 @@ output strides 16 and 8, the evaluation loop, and clear messages for bad input."
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from deeplab_tf.cli import eval as eval_cli
 from deeplab_tf.data import eval_dataset, get_dataset_info, make_example
 from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.evaluation import evaluator, inference
-from eval_utils import IMAGE_SIZES, make_eval_data, make_workdir, run_main
+from eval_utils import IMAGE_SIZES, make_eval_data, make_workdir, run_main, split_with_a_fault
 
 VOC = get_dataset_info("pascal_voc_seg")
 
@@ -138,6 +139,25 @@ def test_label_values_beyond_the_classes_name_the_image(tmp_path):
     assert str(error.value) == (
         f"image '2007_000040' of '{pattern}': labels hold values outside [0, 21) other than the "
         "ignore label 255; check the dataset's num_classes and its label maps")
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("truncated", (r"record \d+ cannot be read \(truncated record.*\); the shard is truncated or corrupt \(a copy "
+                   r"or conversion that did not finish\): copy or convert it again\.")),
+    ("undecodable", r"record 0 \(2007_000999\) cannot be decoded \(.*\): convert the dataset again\."),
+])
+def test_a_faulty_shard_is_named_in_one_line(data, tmp_path, fault, message):
+    """The installed deeplab-eval on a split with a truncated shard or an undecodable record: one line naming the
+    shard, the record and the fix, not TensorFlow's error about an internal function."""
+    pattern, shard = split_with_a_fault(data["pattern"], tmp_path / "split", fault)
+    result = subprocess.run(["deeplab-eval", f"--checkpoint={data['workdir']}", f"--eval_pattern={pattern}"],
+                            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(
+        ("WARNING: All log messages", "I0000", "E0000", "W0000", "Improper call to JPEG library"))]  # TF's, libjpeg's
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert re.fullmatch(rf"deeplab-eval: {re.escape(shard)}: {message}", lines[0]), lines[0]
+    assert "function_node" not in lines[0] and "[Op:" not in lines[0]
 
 
 def test_model_for_another_number_of_classes(data):

@@ -14,7 +14,7 @@ from deeplab_tf import visualization
 from deeplab_tf.cli import vis as vis_cli
 from deeplab_tf.data import fake
 from deeplab_tf.evaluation import visualizer
-from eval_utils import IMAGE_SIZES, make_voc_val, make_workdir, run_main
+from eval_utils import IMAGE_SIZES, make_voc_val, make_workdir, run_main, split_with_a_fault
 
 RNG = np.random.default_rng(3)
 RGB = fake.random_image(RNG, 33, 41)
@@ -224,6 +224,19 @@ def test_segment_refuses_what_is_not_one_image(data, image, message):
     model = deeplab_tf.load_model(data["workdir"])
     with pytest.raises((ValueError, TypeError), match=message):
         deeplab_tf.segment(model, image)
+
+
+def test_a_truncated_shard_is_named_in_one_line(data, tmp_path):
+    """The installed deeplab-vis on a split whose shard was cut short: one line naming the shard and the fix."""
+    pattern, shard = split_with_a_fault(data["pattern"], tmp_path / "split", "truncated")
+    result = subprocess.run(["deeplab-vis", f"--checkpoint={data['workdir']}", f"--vis_pattern={pattern}",
+                             f"--output_dir={tmp_path / 'out'}"],
+                            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), check=False)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"deeplab-vis: {shard}: record ") and "cannot be read (truncated record" in last, last
+    assert last.endswith("copy or convert it again.") and "function_node" not in last
+    assert "Traceback" not in result.stderr
 
 
 def test_installed_console_script_writes_what_the_library_writes(data, tmp_path):

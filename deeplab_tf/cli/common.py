@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from deeplab_tf.data import dataset_info_from_spec, get_dataset_info
-from deeplab_tf.evaluation.evaluator import op_error_summary
+from deeplab_tf.data.faults import op_error_summary
 from deeplab_tf.modeling.precision import PRECISIONS
 
 CHECKPOINT = flags.DEFINE_string(

@@ -1,16 +1,19 @@
 """Naming the record behind an input-pipeline error.
 
-Training reads several shards at once, shuffled, and TensorFlow's errors (`DataLossError: truncated
-record`, a decode failure, a label outside the classes in the loss) do not say which file they came from.
-After such an error `find_faulty_record` reads the matched shards again one by one and checks each record
-as the pipeline uses it, so the user learns which shard and what to do.
+Training, evaluation and deeplab-vis read shards through tf.data (training several at once, shuffled),
+and TensorFlow's errors (`DataLossError: truncated record`, a decode failure, a label outside the classes in
+the loss) do not say which file they came from. After such an error `find_faulty_record` reads the matched
+shards again one by one and checks each record as the pipeline uses it, so the user learns which shard and
+what to do; `naming_faulty_records` does that around a block that reads them.
 """
 
+import contextlib
 import re
 
 import tensorflow as tf
 
 from deeplab_tf.data import tfrecord
+from deeplab_tf.data.errors import DataError
 from deeplab_tf.data.pipeline import list_files
 
 _SHOWN_VALUES = 10
@@ -24,7 +27,9 @@ def op_error_summary(error):
         return assertion.group(1).replace("\\'", "'")
     lines = [line for line in error.message.splitlines() if line.strip() and not line.startswith(
         ("Graph execution error", "Detected at node", " ", "\t"))]
-    return lines[0] if lines else error.message
+    # Without the traced function's internal name before the message and the op's name after it.
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[0] if lines else error.message)
+    return re.sub(r"\s*\[Op:\w+\]( name: \S*)?\s*$", "", line)
 
 
 @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
@@ -40,9 +45,13 @@ def _record_fault(serialized, *, num_classes, ignore_label):
     try:
         filename, image_size, label_size, values = (t.numpy() for t in _decoded(serialized))
     except tf.errors.OpError as error:
-        return f"cannot be decoded ({op_error_summary(error)}): convert the dataset again", None
+        try:
+            name = tfrecord.parse_filename(serialized).numpy().decode("utf-8", "replace") or None
+        except tf.errors.OpError:  # not even an Example
+            name = None
+        return f"cannot be decoded ({op_error_summary(error)}): convert the dataset again", name
     name = filename.decode("utf-8", "replace")
-    bad = sorted(int(v) for v in values if v >= num_classes and v != ignore_label)
+    bad = sorted(int(v) for v in values if num_classes is not None and v >= num_classes and v != ignore_label)
     if bad:
         shown = ", ".join(map(str, bad[:_SHOWN_VALUES])) + (", ..." if len(bad) > _SHOWN_VALUES else "")
         return (f"has label values {{{shown}}} outside [0, {num_classes}) other than the ignore label "
@@ -54,9 +63,10 @@ def _record_fault(serialized, *, num_classes, ignore_label):
     return None, name
 
 
-def find_faulty_record(file_pattern, *, num_classes, ignore_label):
+def find_faulty_record(file_pattern, *, num_classes=None, ignore_label=None):
     """Reads every TFRecord file matching `file_pattern` (a glob or list of globs) alone and checks each
-    record: readable, decodable, labels in [0, num_classes) or `ignore_label`, image and label sizes equal.
+    record: readable, decodable, labels in [0, num_classes) or `ignore_label` (unless `num_classes` is
+    None: labels that are not used), image and label sizes equal.
 
     Returns:
         A one-line message naming the first faulty shard, record and fix, or None if all are sound.
@@ -73,3 +83,21 @@ def find_faulty_record(file_pattern, *, num_classes, ignore_label):
             return (f"{path}: record {index} cannot be read ({op_error_summary(error)}); the shard is truncated "
                     f"or corrupt (a copy or conversion that did not finish): copy or convert it again.")
     return None
+
+
+@contextlib.contextmanager
+def naming_faulty_records(file_pattern, *, num_classes=None, ignore_label=None, log=None):
+    """Runs a block that reads the records of `file_pattern`; an input-pipeline error in it (a truncated
+    shard, an undecodable record, a label outside the classes) becomes a `DataError` naming the shard, the
+    record and the fix (`find_faulty_record`), or is re-raised as it was if every record is sound."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        if log:
+            shown = file_pattern if isinstance(file_pattern, str) else ",".join(file_pattern)
+            log(f"{type(error).__name__} from the input pipeline; checking {shown} shard by shard for the "
+                f"faulty record.")
+        message = find_faulty_record(file_pattern, num_classes=num_classes, ignore_label=ignore_label)
+        if message is None:
+            raise
+        raise DataError(message) from None

@@ -62,6 +62,11 @@ def parse_label(serialized):
     return decode_label(features[LABEL_ENCODED])
 
 
+def parse_filename(serialized):
+    """Only the image's file name of a serialized example ("" if it has none): names a record that fails to decode."""
+    return tf.io.parse_single_example(serialized, {IMAGE_FILENAME: _FEATURES[IMAGE_FILENAME]})[IMAGE_FILENAME]
+
+
 def parse_example(serialized):
     """A serialized example -> {"image": uint8 [H, W, 3], "label": uint8 [H, W], "filename",
     "height", "width"}."""

@@ -23,8 +23,7 @@ from absl import logging
 
 from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.constants import IGNORE_LABEL, MEAN_RGB
-from deeplab_tf.data import eval_dataset
-from deeplab_tf.data.faults import op_error_summary
+from deeplab_tf.data import eval_dataset, faults
 from deeplab_tf.data.pipeline import list_files
 from deeplab_tf.evaluation import inference
 from deeplab_tf.evaluation import metrics as metrics_lib
@@ -37,11 +36,12 @@ def count_examples(file_pattern, *, max_images=None):
 
     Raises:
         ValueError: no file matches the pattern or the files hold no record (the message names
-            the pattern).
+            the pattern); `data.DataError` naming the shard: a truncated or corrupt file.
     """
     records = tf.data.TFRecordDataset(list_files(file_pattern))  # skips folders such as .incomplete/
-    count = int(records.take(max_images or -1).reduce(tf.constant(0, tf.int64),
-                                                      lambda count, _: count + 1))
+    with faults.naming_faulty_records(file_pattern):
+        count = int(records.take(max_images or -1).reduce(tf.constant(0, tf.int64),
+                                                          lambda count, _: count + 1))
     if count == 0:
         raise ValueError(f"the TFRecord files matching {file_pattern!r} hold no example: the split "
                          "is empty; check the conversion's report or the pattern.")
@@ -138,15 +138,17 @@ def evaluate(model, file_pattern, *, num_classes, ignore_label=IGNORE_LABEL, sca
                                             num_classes=num_classes, ignore_label=ignore_label)
 
     confusion = np.zeros([num_classes, num_classes], np.int64)
-    for done, example in enumerate(eval_dataset(file_pattern, **(resize or {})).take(total), start=1):
-        try:
-            confusion += confusion_of(example["image"], example["label"]).numpy()
-        except tf.errors.InvalidArgumentError as error:
-            name = example["filename"][0].numpy().decode("utf-8", "replace")
-            raise ValueError(f"image {name!r} of {file_pattern!r}: "
-                             f"{op_error_summary(error)}") from None
-        if progress:
-            progress(done, total)
+    # An undecodable record is named with its shard and the fix, not left as TensorFlow's bare error.
+    with faults.naming_faulty_records(file_pattern, num_classes=num_classes, ignore_label=ignore_label):
+        for done, example in enumerate(eval_dataset(file_pattern, **(resize or {})).take(total), start=1):
+            try:
+                confusion += confusion_of(example["image"], example["label"]).numpy()
+            except tf.errors.InvalidArgumentError as error:
+                name = example["filename"][0].numpy().decode("utf-8", "replace")
+                raise ValueError(f"image {name!r} of {file_pattern!r}: "
+                                 f"{faults.op_error_summary(error)}") from None
+            if progress:
+                progress(done, total)
     metrics = metrics_lib.segmentation_metrics(confusion, class_names=class_names)
     metrics.update(num_images=total, confusion_matrix=confusion.tolist())
     return metrics

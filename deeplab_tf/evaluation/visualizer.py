@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from deeplab_tf import visualization
-from deeplab_tf.data import eval_dataset, image_io
+from deeplab_tf.data import eval_dataset, faults, image_io
 from deeplab_tf.data.errors import DataError
 from deeplab_tf.evaluation.evaluator import count_examples
 from deeplab_tf.evaluation.segment import read_rgb_image, segment
@@ -83,11 +83,14 @@ def folder_examples(image_dir, image_ids=None):
 
 
 def split_examples(file_pattern):
-    """(number of images, iterator of (image/filename, uint8 RGB image)) of a TFRecord split."""
-    examples = ((example["filename"][0].numpy().decode("utf-8"),
-                 example["image"][0].numpy().astype(np.uint8))
-                for example in eval_dataset(file_pattern))
-    return count_examples(file_pattern), examples
+    """(number of images, iterator of (image/filename, uint8 RGB image)) of a TFRecord split; a truncated or
+    undecodable shard is named with the fix (`faults.naming_faulty_records`; the labels are not used)."""
+    def examples():
+        with faults.naming_faulty_records(file_pattern):
+            for example in eval_dataset(file_pattern):
+                yield example["filename"][0].numpy().decode("utf-8"), example["image"][0].numpy().astype(np.uint8)
+
+    return count_examples(file_pattern), examples()
 
 
 def predictions(model, examples, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None,

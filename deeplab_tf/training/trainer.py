@@ -7,7 +7,6 @@ TensorBoard summaries. A restarted job resumes at its last checkpoint with the s
 position; SIGTERM / Ctrl-C saves before exiting; a NaN loss stops without saving.
 """
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -169,22 +168,6 @@ def _save_checkpoint(manager, step):
             f"{manager.directory}, then run the same command to resume.") from None
 
 
-@contextlib.contextmanager
-def _naming_data_faults(config, patterns, log):
-    """Turns an input-pipeline error surfacing in training (a truncated shard, an undecodable record, a label
-    outside the classes) into a `data.DataError` naming the shard and the fix, instead of a TF traceback."""
-    try:
-        yield
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        log(f"{type(error).__name__} from the input pipeline; checking {config.dataset.train_pattern} shard by "
-            f"shard for the faulty record.")
-        message = faults.find_faulty_record(patterns, num_classes=num_classes_of(config),
-                                            ignore_label=config.dataset.ignore_label)
-        if message is None:
-            raise
-        raise data.DataError(message) from None
-
-
 def _format_eta(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -301,13 +284,17 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
             seed=None if ps else train_cfg.seed, input_context=input_context, pad_value=pad_value,
             **resize_options(train_cfg))
 
-    with _naming_data_faults(config, train_patterns, log):
+    def data_faults():
+        return faults.naming_faulty_records(train_patterns, num_classes=num_classes_of(config),
+                                            ignore_label=config.dataset.ignore_label, log=log)
+
+    with data_faults():
         class_weights = resolve_class_weights(config, workdir, num_classes=num_classes_of(config), log=log)
     step_fn = make_train_step(model, optimizer, global_step=global_step, ignore_label=config.dataset.ignore_label,
                               top_k_percent_pixels=train_cfg.top_k_percent_pixels,
                               upsample_logits=train_cfg.upsample_logits, class_weights=class_weights)
     summary_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
-    with _naming_data_faults(config, train_patterns, log):
+    with data_faults():
         sample_images, sample_labels = next(iter(data.train_dataset(
             train_patterns, batch_size=min(2, train_cfg.batch_size),
             crop_size=tuple(train_cfg.crop_size), seed=train_cfg.seed, shuffle_buffer=8,
@@ -352,7 +339,7 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
     window_start, window_steps = time.time(), 0
     stop = _StopRequest()
     outputs = {}
-    with stop, summary_writer.as_default(), _naming_data_faults(config, train_patterns, log):
+    with stop, summary_writer.as_default(), data_faults():
         while step < train_cfg.steps and stop.signal is None:
             outputs = run_steps(min(chunk, train_cfg.steps - step))
             new_step = int(global_step.numpy())
