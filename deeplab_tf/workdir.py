@@ -53,6 +53,31 @@ def resolve_checkpoint(path):
     return workdir, prefix
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint's files cannot be read (cut short by a copy or a full disk, or corrupt)."""
+
+
+def _step(prefix):
+    return int(prefix.rsplit("-", 1)[1]) if prefix.rsplit("-", 1)[-1].isdigit() else -1
+
+
+def earlier_checkpoints(prefix):
+    """The prefixes of the checkpoints beside `prefix` with a lower step, newest first."""
+    others = (path[:-len(".index")] for path in tf.io.gfile.glob(os.path.join(os.path.dirname(prefix), "*.index")))
+    return sorted((other for other in others if _step(other) < _step(prefix)), key=_step, reverse=True)
+
+
+def restore(checkpoint, prefix):
+    """`checkpoint.restore(prefix)`; a checkpoint whose files cannot be read raises `CheckpointReadError`
+    naming it (TensorFlow's reader says only "Read less bytes than requested", an IndexError)."""
+    try:
+        return checkpoint.restore(prefix)
+    except (IndexError, tf.errors.OpError) as error:
+        message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        raise CheckpointReadError(f"checkpoint {prefix} cannot be read ({message}): its files are cut short or "
+                                  f"corrupt (a copy, or a save on a full disk, that did not finish)") from None
+
+
 def load_model_config(workdir):
     path = os.path.join(workdir, MODEL_CONFIG)
     if not tf.io.gfile.exists(path):
@@ -102,7 +127,12 @@ def load_model(path, *, output_stride=None, num_classes=None, precision="float32
             f"The checkpoint {prefix} has {model_config['num_classes']} classes but {num_classes} were asked "
             f"for (dataset or --num_classes): evaluate it on the dataset it was trained for.")
     model = build_model_for_inference(model_config, output_stride=output_stride, precision=precision)
-    status = tf.train.Checkpoint(model=model).restore(prefix)
+    try:
+        status = restore(tf.train.Checkpoint(model=model), prefix)
+    except CheckpointReadError as error:
+        earlier = earlier_checkpoints(prefix)
+        raise CheckpointReadError(f"{error}; " + (f"use an earlier one: --checkpoint={earlier[0]}" if earlier else
+                                                  "there is no earlier checkpoint beside it")) from None
     status.expect_partial().assert_existing_objects_matched()
     return (folding.fold_batch_norm(model) if fold_batch_norm else model), prefix, model_config
 

@@ -190,6 +190,22 @@ def test_pattern_matching_nothing_and_empty_split(data):
     assert empty in message and "empty" in message
 
 
+def test_a_checkpoint_cut_short_is_named_with_the_one_to_use(data, tmp_path):
+    """deeplab-eval (deeplab-vis and deeplab-export load the same way) on a checkpoint whose data file a copy cut
+    short: one line naming it and the earlier checkpoint to evaluate instead, not the reader's IndexError."""
+    workdir = tmp_path / "run"
+    shutil.copytree(data["workdir"], workdir)
+    model = workdir_lib.load_model(data["workdir"])[0]
+    tf.train.Checkpoint(model=model).write(str(workdir / "checkpoints" / "ckpt-9"))
+    (data_file,) = glob.glob(str(workdir / "checkpoints" / "ckpt-9.data-*"))
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    message = _fails(checkpoint=str(workdir / "checkpoints" / "ckpt-9"), eval_pattern=data["pattern"])
+    assert message == (f"deeplab-eval: checkpoint {workdir / 'checkpoints' / 'ckpt-9'} cannot be read (Read less bytes "
+                       f"than requested): its files are cut short or corrupt (a copy, or a save on a full disk, that did "
+                       f"not finish); use an earlier one: --checkpoint={workdir / 'checkpoints' / 'ckpt-5'}")
+
+
 def test_missing_checkpoint_and_a_loop_that_sees_none(data):
     prefix = os.path.join(data["workdir"], "checkpoints", "ckpt-99")
     message = _fails(checkpoint=prefix, eval_pattern=data["pattern"])

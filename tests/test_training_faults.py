@@ -237,6 +237,37 @@ def test_a_truncated_shard_is_named_in_one_line(tfrecords, tmp_path):
                              "convert it again.")
 
 
+def _cut_short(prefix):
+    """Cuts a checkpoint's data file in half, as a copy of the workdir that did not finish leaves it."""
+    (data,) = tf.io.gfile.glob(prefix + ".data-*")
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+
+
+def test_a_cut_short_latest_checkpoint_resumes_from_the_one_before(tfrecords, tmp_path):
+    """The installed deeplab-train resumes from the newest checkpoint it can read, says which it could not, and
+    saves over it; with none readable it stops naming the folder."""
+    workdir = tmp_path / "run"
+    config = _config_file(tmp_path / "config.py", tfrecords, steps=2, checkpoint_every_steps=1)
+    assert _run(f"--config={config}", f"--workdir={workdir}").returncode == 0
+    checkpoints = workdir / "checkpoints"
+    _cut_short(str(checkpoints / "ckpt-2"))
+    resumed = _run(f"--config={config}", f"--workdir={workdir}", "--config.train.steps=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (f"checkpoint {checkpoints / 'ckpt-2'} cannot be read (Read less bytes than requested): its files are cut "
+            f"short or corrupt") in resumed.stdout and "; trying the checkpoint before it." in resumed.stdout
+    assert f"Resuming from {checkpoints / 'ckpt-1'} at step 1." in resumed.stdout
+    for step in (2, 3):  # step 2 saved again over the broken files
+        assert tf.train.load_checkpoint(str(checkpoints / f"ckpt-{step}")).get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE") == step
+
+    for step in (1, 2, 3):
+        _cut_short(str(checkpoints / f"ckpt-{step}"))
+    failed = _run(f"--config={config}", f"--workdir={workdir}", "--config.train.steps=4")
+    assert failed.returncode == 1
+    assert _error_lines(failed.stderr)[-1] == (f"deeplab-train: no checkpoint in {checkpoints} can be read: restore "
+                                              f"them from a copy, or train into a new --workdir")
+
+
 def test_a_glob_matching_folders_skips_them(tfrecords, tmp_path):
     data_dir = tmp_path / "data"
     os.makedirs(data_dir / ".incomplete")  # A converter's staging folder, as an interrupted run leaves it.

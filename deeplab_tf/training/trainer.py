@@ -168,6 +168,24 @@ def _save_checkpoint(manager, step):
             f"{manager.directory}, then run the same command to resume.") from None
 
 
+def _restore_newest_readable(checkpoint, latest, log):
+    """Restores `latest`, or the newest earlier checkpoint whose files can be read when its own cannot (a copy or
+    a save on a full disk cut it short): a resumed run loses the steps since that one, not the run. Returns the
+    prefix restored, or None without checkpoints. The unreadable files are left where they are (the next save of
+    that step replaces them)."""
+    if latest is None:
+        return None
+    for prefix in [latest, *workdir_lib.earlier_checkpoints(latest)]:
+        try:
+            workdir_lib.restore(checkpoint, prefix).assert_existing_objects_matched()
+            return prefix
+        except workdir_lib.CheckpointReadError as error:
+            log(f"{error}; trying the checkpoint before it.")
+    raise workdir_lib.CheckpointReadError(
+        f"no checkpoint in {os.path.dirname(latest)} can be read: restore them from a copy, or train into a new "
+        f"--workdir")
+
+
 def _format_eta(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -258,9 +276,8 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, global_step=global_step)
     manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir),
                                          max_to_keep=train_cfg.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(resume_dir)
+    latest = _restore_newest_readable(checkpoint, tf.train.latest_checkpoint(resume_dir), log)
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
         log(f"Resuming from {latest} at step {int(global_step.numpy())}.")
     elif train_cfg.init_checkpoint:
         log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude)))
