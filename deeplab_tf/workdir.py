@@ -10,6 +10,7 @@ Layout written by the trainer:
 
 import json
 import os
+import re
 import socket
 import time
 
@@ -57,14 +58,17 @@ class CheckpointReadError(ValueError):
     """A checkpoint's files cannot be read (cut short by a copy or a full disk, or corrupt)."""
 
 
-def _step(prefix):
-    return int(prefix.rsplit("-", 1)[1]) if prefix.rsplit("-", 1)[-1].isdigit() else -1
+def checkpoint_step(prefix):
+    """The training step of a checkpoint: the N of the trainer's ``ckpt-N`` prefixes, else 0."""
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else 0
 
 
 def earlier_checkpoints(prefix):
     """The prefixes of the checkpoints beside `prefix` with a lower step, newest first."""
     others = (path[:-len(".index")] for path in tf.io.gfile.glob(os.path.join(os.path.dirname(prefix), "*.index")))
-    return sorted((other for other in others if _step(other) < _step(prefix)), key=_step, reverse=True)
+    return sorted((other for other in others if checkpoint_step(other) < checkpoint_step(prefix)),
+                  key=checkpoint_step, reverse=True)
 
 
 def restore(checkpoint, prefix):

@@ -89,7 +89,7 @@ def _evaluate(workdir, eval_pattern, info, *, output_stride, scales, flip, eval_
     _, prefix = workdir_lib.resolve_checkpoint(workdir)
     output_dir = evaluator.default_output_dir(workdir, output_stride=output_stride, scales=scales, flip=flip,
                                               eval_crop_size=eval_crop_size)
-    cached = os.path.join(output_dir, f"metrics-{evaluator.checkpoint_step(prefix)}.json")
+    cached = os.path.join(output_dir, f"metrics-{workdir_lib.checkpoint_step(prefix)}.json")
     if os.path.exists(cached):
         with open(cached) as f:
             return json.load(f), cached

@@ -13,7 +13,6 @@ that runs evaluated with different inference settings show side by side and neve
 """
 
 import os
-import re
 import sys
 import time
 
@@ -175,12 +174,6 @@ def protocol_description(eval_crop_size, resize=None):
     return f"{resize_description(resize)}images at their own size"
 
 
-def checkpoint_step(prefix):
-    """The training step of a checkpoint: the N of the trainer's ``ckpt-N`` prefixes, else 0."""
-    match = re.search(r"-(\d+)$", prefix)
-    return int(match.group(1)) if match else 0
-
-
 def default_output_dir(workdir, *, output_stride, scales=(1.0,), flip=False, precision="float32",
                        eval_crop_size=None, resize=None):
     """``<workdir>/eval_os<N>``, with ``_resize<min>`` for images resized to a range, ``_crop<H>x<W>`` for
@@ -243,7 +236,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
                        class_names=dataset_info.class_names,
                        max_images=max_images, progress=progress, resize=resize)
     seconds = time.monotonic() - start
-    step = checkpoint_step(prefix)
+    step = workdir_lib.checkpoint_step(prefix)
     results = {
         "checkpoint": prefix, "step": step, "dataset": dataset_info.name,
         "eval_pattern": file_pattern, "output_stride": output_stride, "scales": list(scales),
