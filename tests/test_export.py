@@ -3,6 +3,7 @@ process's results against `predict`, refused requests, half-precision weights, T
 
 import base64
 import io
+import itertools
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zlib
 
 import keras
 import numpy as np
@@ -173,38 +175,72 @@ def _exif(orientation, byte_order):
 def _phone_jpeg(stored, orientation, byte_order):
     """(JPEG bytes of the `stored` pixels tagged with an EXIF orientation, the upright picture a viewer shows:
     Pillow's decoding turned by its `ImageOps.exif_transpose`)."""
+    return _tagged(stored, orientation, byte_order, "JPEG")
+
+
+def _tagged(stored, orientation, byte_order, image_format, *, exif_after_pixels=False):
+    """(bytes of the `stored` pixels in `image_format` tagged with an EXIF orientation, the upright picture a
+    viewer shows). Pillow writes a PNG's eXIf chunk before the pixels and a WebP's EXIF chunk after them;
+    `exif_after_pixels` moves a PNG's after its image data (Pillow reads it there too)."""
     buffer = io.BytesIO()
-    Image.fromarray(stored).save(buffer, "JPEG", quality=95, exif=_exif(orientation, byte_order))
+    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}, "PNG": {}}[image_format]
+    Image.fromarray(stored).save(buffer, image_format, exif=_exif(orientation, byte_order), **options)
     data = buffer.getvalue()
-    return data, np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    if exif_after_pixels:
+        start = data.index(b"eXIf") - 4
+        chunk = data[start:start + 12 + struct.unpack(">I", data[start:start + 4])[0]]
+        data = data.replace(chunk, b"")
+        end = data.index(b"IEND") - 4
+        data = data[:end] + chunk + data[end:]
+    return data, np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
 
 
 @pytest.mark.parametrize("byte_order", ["II", "MM"])
 def test_exif_orientation_is_read_in_the_graph_as_pil_reads_it(byte_order):
     stored = _pattern_image(21, 34, 2)
-    for orientation in range(1, 9):
-        data, upright = _phone_jpeg(stored, orientation, byte_order)
-        assert Image.open(io.BytesIO(data)).getexif()[0x0112] == orientation  # PIL reads the tag written
+    kinds = [("JPEG", False), ("PNG", False), ("PNG", True), ("WEBP", False)]
+    for (image_format, after_pixels), orientation in itertools.product(kinds, range(1, 9)):
+        data, upright = _tagged(stored, orientation, byte_order, image_format, exif_after_pixels=after_pixels)
+        kind = f"{image_format}{' (eXIf after the pixels)' if after_pixels else ''}, orientation {orientation}"
+        assert Image.open(io.BytesIO(data)).getexif()[0x0112] == orientation, kind  # PIL reads the tag written
         read = export._exif_orientation(tf.constant(data))
-        assert int(read) == orientation
-        decoded = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")  # Pillow's IDCT
-        np.testing.assert_array_equal(export._upright(decoded, read), upright)
-    png = tf.io.encode_png(stored).numpy()
-    for untagged in (tf.io.encode_jpeg(stored).numpy(), png, b"", b"\xff\xd8\xff\xe1\0\x08Exif\0\0MM"):
+        assert int(read) == orientation, kind
+        decoded = (tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")  # Pillow's IDCT
+                   if image_format == "JPEG" else tf.io.decode_image(data, channels=3, expand_animations=False))
+        np.testing.assert_array_equal(export._upright(decoded, read), upright, err_msg=kind)
+    # A PNG eXIf chunk that keeps JPEG's "Exif\0\0" before the TIFF header (some writers do; Pillow reads it).
+    png = _tagged(stored, 6, byte_order, "PNG")[0]
+    start = png.index(b"eXIf") - 4
+    length = struct.unpack(">I", png[start:start + 4])[0]
+    prefixed = (png[:start] + struct.pack(">I", length + 6) + b"eXIfExif\0\0" + png[start + 8:start + 8 + length]
+                + struct.pack(">I", zlib.crc32(b"eXIfExif\0\0" + png[start + 8:start + 8 + length]))
+                + png[start + 12 + length:])
+    assert Image.open(io.BytesIO(prefixed)).getexif()[0x0112] == 6
+    assert int(export._exif_orientation(tf.constant(prefixed))) == 6
+    webp = _tagged(stored, 1, byte_order, "WEBP")[0]
+    for untagged in (tf.io.encode_jpeg(stored).numpy(), tf.io.encode_png(stored).numpy(), webp[:len(webp) // 2],
+                     b"", b"\xff\xd8\xff\xe1\0\x08Exif\0\0MM", b"\xff\xd8\xff\xe1\0\x08Exif", png[:start + 12]):
         assert int(export._exif_orientation(tf.constant(untagged))) == 1
 
 
 def _user_files(directory):
     """{name: path} of files as users have them: phone JPEGs in every orientation and both byte orders,
-    plain, greyscale and CMYK JPEGs, RGB, RGBA, palette and 16-bit PNGs, a GIF."""
+    plain, greyscale and CMYK JPEGs; RGB, RGBA, palette, 16-bit (greyscale, RGB, RGBA) and EXIF-tagged PNGs;
+    lossy, transparent and EXIF-tagged WebP; a GIF."""
     stored = _pattern_image(21, 34, 5)
     files = {f"phone_{order}_{orientation}.jpg": _phone_jpeg(stored, orientation, order)[0]
              for order in ("II", "MM") for orientation in range(1, 9)}
+    files["tagged_8.png"] = _tagged(stored, 8, "MM", "PNG")[0]
+    files["tagged_6.webp"] = _tagged(stored, 6, "II", "WEBP")[0]
+    sixteen_bits = stored.astype(np.uint16) * 257 + 100
+    files["rgb48.png"] = tf.io.encode_png(sixteen_bits).numpy()
+    files["rgba64.png"] = tf.io.encode_png(np.dstack([sixteen_bits, sixteen_bits[..., :1]])).numpy()
+    rgba = Image.fromarray(np.dstack([stored, stored[..., :1]]))
     images = {"plain.jpg": Image.fromarray(stored), "grey.jpg": Image.fromarray(stored[..., 0]),
               "cmyk.jpg": Image.fromarray(stored).convert("CMYK"), "rgb.png": Image.fromarray(stored),
-              "rgba.png": Image.fromarray(np.dstack([stored, stored[..., :1]])),
+              "rgba.png": rgba, "lossy.webp": Image.fromarray(stored), "rgba.webp": rgba,
               "palette.png": Image.fromarray(stored).convert("P", palette=Image.Palette.ADAPTIVE, colors=7),
-              "grey16.png": Image.fromarray(stored[..., 0].astype(np.uint16) * 257 + 100),
+              "grey16.png": Image.fromarray(sixteen_bits[..., 0]),
               "palette.gif": Image.fromarray(stored).convert("P", palette=Image.Palette.ADAPTIVE, colors=5)}
     for name, image in images.items():
         buffer = io.BytesIO()
@@ -219,28 +255,34 @@ def _user_files(directory):
 
 def test_served_pixels_are_those_deeplab_vis_and_the_records_hold(tmp_path):
     """serving_default decodes each file to exactly the pixels deeplab-vis, `segment` and a converted record
-    give it (`read_rgb_image`): phone JPEGs upright and decoded as the converters decode them, other
-    files as the records decode them. 16-bit PNGs differ by at most one grey level (TensorFlow keeps
-    the high byte, the converters round)."""
+    give it (`read_rgb_image`): tagged files upright, JPEGs decoded as the converters decode them, 16-bit
+    greyscale scaled as they scale it, other files as the records decode them."""
     from deeplab_tf.evaluation.segment import read_rgb_image
 
     decode = tf.function(lambda data: export._decode_image(data, 10 ** 6, tf.constant(0)))
     for name, path in _user_files(tmp_path).items():
         served, read = decode(tf.constant(path.read_bytes())).numpy(), read_rgb_image(str(path)).astype(np.float32)
         assert served.shape == read.shape, name
-        np.testing.assert_allclose(served, read, atol=1 if "16" in name else 0, err_msg=name)
+        np.testing.assert_array_equal(served, read, err_msg=name)
 
 
 def test_saved_model_cli_run_segments_phone_photos_upright(exported, loaded, tmp_path):
-    """JPEGs stored sideways with an EXIF orientation (as phones save them) come back at the size and in the
-    orientation a viewer shows, with the labels of the upright pixels, through the C++ loader TF Serving uses."""
-    requests = [_phone_jpeg(_pattern_image(33, 45, 3), 6, "MM"), _phone_jpeg(_pattern_image(33, 45, 4), 3, "II")]
+    """Pictures stored sideways with an EXIF orientation (as phones save JPEGs; PNG and WebP can carry one too)
+    come back at the size and in the orientation a viewer shows, with the labels of the upright pixels,
+    through the C++ loader TF Serving uses; a transparent WebP is served too, and no JPEG decoder error
+    reaches the server's log for the images that are not JPEGs."""
+    requests = [_phone_jpeg(_pattern_image(33, 45, 3), 6, "MM"), _phone_jpeg(_pattern_image(33, 45, 4), 3, "II"),
+                _tagged(_pattern_image(33, 45, 5), 8, "MM", "PNG"),
+                _tagged(np.dstack([_pattern_image(33, 45, 6), _pattern_image(33, 45, 7)[..., :1]]), 1, "II", "WEBP")]
     np.save(tmp_path / "request.npy", np.array([data for data, _ in requests], dtype=object))
-    _saved_model_cli("run", "--dir", exported, "--tag_set", "serve", "--signature_def", export.SERVING_SIGNATURE,
-                     "--inputs", f"image_bytes={tmp_path / 'request.npy'}", "--outdir", str(tmp_path / "out"))
+    result = _run_saved_model_cli("run", "--dir", exported, "--tag_set", "serve", "--signature_def",
+                                  export.SERVING_SIGNATURE, "--inputs", f"image_bytes={tmp_path / 'request.npy'}",
+                                  "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Not a JPEG file" not in result.stderr
     labels = np.load(tmp_path / "out" / "labels.npy")
     heights, widths = (np.load(tmp_path / "out" / f"{name}.npy").tolist() for name in ("heights", "widths"))
-    assert (heights, widths) == ([45, 33], [33, 45])  # the first turned upright: 45 high, 33 wide
+    assert (heights, widths) == ([45, 33, 45, 33], [33, 45, 33, 45])  # the first turned upright: 45 high, 33 wide
     for index, (_, upright) in enumerate(requests):
         expected = loaded.signatures[export.FLOAT_SIGNATURE](images=tf.cast(upright, tf.float32)[tf.newaxis])
         np.testing.assert_array_equal(labels[index, :heights[index], :widths[index]], expected["labels"][0])

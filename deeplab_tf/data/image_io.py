@@ -63,6 +63,12 @@ def load_image(path):
                        transposed=orientation != _UPRIGHT)
 
 
+def scale_16_to_8_bits(values):
+    """round(value * 255 / 65535) in integers, for numpy arrays and TensorFlow tensors (int32 or wider) alike:
+    the converters and the serving signature scale 16-bit greyscale with this one formula."""
+    return (values * 255 + _UINT16_MAX // 2) // _UINT16_MAX
+
+
 def to_rgb(image, *, path):
     """`image` as an 8-bit RGB PIL image: greyscale replicated, alpha dropped, palettes looked up.
 
@@ -78,8 +84,7 @@ def to_rgb(image, *, path):
         if values.size and (values.min() < 0 or values.max() > _UINT16_MAX):
             raise DataError(f"{path}: 32-bit integer pixels in [{values.min()}, {values.max()}] "
                             "have no 8-bit meaning: save the image as 8- or 16-bit.")
-        grey = (values * 255 + _UINT16_MAX // 2) // _UINT16_MAX
-        image = Image.fromarray(grey.astype(np.uint8))
+        image = Image.fromarray(scale_16_to_8_bits(values).astype(np.uint8))
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
