@@ -94,8 +94,10 @@ def _or_fallback(fn, value, fallback):
 
 
 def _starts_with(image_bytes, prefix, position=0):
-    return tf.equal(tf.strings.substr(tf.strings.join([image_bytes, b"\0" * (position + len(prefix))]),
-                                      position, len(prefix)), prefix)
+    """Whether `prefix` is at byte `position` (a shorter string is padded with zero bytes, after cutting)."""
+    end = position + len(prefix)
+    head = tf.strings.join([tf.strings.substr(image_bytes, 0, end), b"\0" * end])
+    return tf.equal(tf.strings.substr(head, position, len(prefix)), prefix)
 
 
 def _is_png(image_bytes):
@@ -154,7 +156,7 @@ _EXIF_ORIENTATION = 0x0112
 
 
 def _jpeg_exif_offset(image_bytes):
-    """Where the TIFF header of a JPEG's EXIF block (APP1 "Exif\0\0") starts; -1 if there is none."""
+    """Where the TIFF header of a JPEG's EXIF block (APP1, "Exif" and two zero bytes) starts; -1 if none."""
     size = _EXIF_SEARCH_BYTES
     data = tf.io.decode_raw(tf.strings.join([tf.strings.substr(image_bytes, 0, size), b"\0" * size]), tf.uint8)
     data = data[:size]
@@ -197,9 +199,9 @@ def _exif_orientation(image_bytes):
                     (_is_png(image_bytes), lambda: _chunk_data_offset(image_bytes, b"eXIf", png=True)),
                     (_is_webp(image_bytes), lambda: _chunk_data_offset(image_bytes, b"EXIF", png=False))],
                    default=lambda: tf.constant(-1, tf.int64))
-    # Some PNG and WebP writers keep JPEG's "Exif\0\0" before the TIFF header; Pillow reads either.
     cut_short = tiff > tf.cast(tf.strings.length(image_bytes), tf.int64)  # the block's name at the file's very end
     tiff = tf.where(cut_short, tf.constant(-1, tf.int64), tiff)
+    # Some PNG and WebP writers keep JPEG's "Exif\0\0" before the TIFF header; Pillow reads either.
     prefixed = tf.equal(tf.strings.substr(image_bytes, tf.maximum(tiff, 0), 6), b"Exif\0\0")
     tiff = tf.where(tf.logical_and(tiff >= 0, prefixed), tiff + 6, tiff)
     block = tf.strings.substr(image_bytes, tf.maximum(tiff, 0), _EXIF_SEARCH_BYTES)
