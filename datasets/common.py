@@ -1,12 +1,11 @@
 """Flags and the exit path shared by the dataset converters (thin absl programs)."""
 
-import os
 import sys
-import tempfile
 
 from absl import app, flags
 
 from deeplab_tf.data import registry
+from deeplab_tf.data.errors import check_output_dir
 from deeplab_tf.data.validation import DataError
 
 
@@ -18,24 +17,6 @@ def define_output_flags(*, num_shards):
                          "Shards per split (capped at the number of images).", lower_bound=1)
     flags.DEFINE_boolean("skip_bad", False,
                          "Skip bad images/masks and list them in the report instead of stopping.")
-
-
-def check_output_dir(output_dir):
-    """Creates `output_dir` if needed and makes sure a file can be written there.
-
-    Raises:
-        DataError: it cannot be created or written to (names the folder and the fix).
-    """
-    if "://" in output_dir:  # a remote file system (gs://...): TensorFlow reports its own errors
-        return
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as e:
-        raise DataError(f"--output_dir={output_dir}: cannot create it or write in it "
-                        f"({e.strerror}): choose a folder you can write to, or fix its "
-                        "permissions.") from None
 
 
 def run_conversion(convert, *, info):

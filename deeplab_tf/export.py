@@ -431,7 +431,8 @@ def export_version(model, base_dir, *, version=None, overwrite=False, **export_k
         raise ValueError(f"The version must be a positive integer (TF Serving's numbering), got {version}.")
     final_dir = os.path.join(base_dir, str(version))
     if tf.io.gfile.exists(final_dir) and not overwrite:
-        raise FileExistsError(f"{final_dir} exists: choose another version or overwrite it.")
+        raise FileExistsError(f"{final_dir} exists: choose another version (deeplab-export --version) or replace "
+                              "it (--overwrite).")
     temp_dir = os.path.join(base_dir, f".tmp-{version}-{os.getpid()}-{time.time_ns()}")
     try:
         settings = export_saved_model(model, temp_dir, **export_kwargs)

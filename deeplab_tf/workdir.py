@@ -36,6 +36,10 @@ def save_model_config(workdir, model):
         json.dump(model.get_config(), f, indent=2)
 
 
+# The files of one checkpoint: a user may point at one of them instead of their common prefix.
+_CHECKPOINT_FILE_SUFFIX = re.compile(r"\.(index|data-\d+-of-\d+)$")
+
+
 def resolve_checkpoint(path):
     """A workdir, a checkpoint directory or a checkpoint prefix -> (workdir, checkpoint prefix)."""
     if tf.io.gfile.isdir(path):
@@ -44,7 +48,7 @@ def resolve_checkpoint(path):
         if prefix is None:
             raise FileNotFoundError(f"No checkpoint in {directory!r}: has training saved one yet?")
     else:
-        prefix = path
+        prefix = _CHECKPOINT_FILE_SUFFIX.sub("", path)
         if not tf.io.gfile.exists(prefix + ".index"):
             raise FileNotFoundError(
                 f"No checkpoint {prefix!r} (expected {prefix}.index): give a workdir, its checkpoints/ "
@@ -128,8 +132,8 @@ def load_model(path, *, output_stride=None, num_classes=None, precision="float32
     model_config = load_model_config(workdir)
     if num_classes is not None and model_config["num_classes"] != num_classes:
         raise ValueError(
-            f"The checkpoint {prefix} has {model_config['num_classes']} classes but {num_classes} were asked "
-            f"for (dataset or --num_classes): evaluate it on the dataset it was trained for.")
+            f"The checkpoint {prefix} has {model_config['num_classes']} classes but the dataset given has "
+            f"{num_classes} (--dataset or --dataset_spec): give the dataset it was trained on.")
     model = build_model_for_inference(model_config, output_stride=output_stride, precision=precision)
     try:
         status = restore(tf.train.Checkpoint(model=model), prefix)

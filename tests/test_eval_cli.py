@@ -227,6 +227,17 @@ def test_bad_flags_are_usage_errors(data):
             run_main(eval_cli, **flag_values)
 
 
+def test_an_output_dir_that_is_a_file_is_named_before_evaluating(data, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = subprocess.run(
+        ["deeplab-eval", f"--checkpoint={data['workdir']}", f"--eval_pattern={data['pattern']}",
+         f"--output_dir={tmp_path / 'a_file'}"],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"deeplab-eval: --output_dir={tmp_path / 'a_file'}: cannot create it" in result.stderr
+    assert "mIOU" not in result.stdout  # named before the evaluation, not after it
+
+
 def test_console_script_exits_with_the_message_not_a_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "deeplab_tf.cli.eval", f"--checkpoint={tmp_path}",

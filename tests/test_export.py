@@ -224,13 +224,15 @@ def test_exif_orientation_is_read_in_the_graph_as_pil_reads_it(byte_order):
 
 
 def _user_files(directory):
-    """{name: path} of files as users have them: phone JPEGs in every orientation and both byte orders,
-    plain, greyscale and CMYK JPEGs; RGB, RGBA, palette, 16-bit (greyscale, RGB, RGBA) and EXIF-tagged PNGs;
+    """{name: path} of files as users have them: phone JPEGs in every orientation and both byte orders
+    (and two bogus ones), plain, greyscale and CMYK JPEGs; RGB, RGBA, palette, 16-bit (greyscale, RGB, RGBA) and EXIF-tagged PNGs;
     lossy, transparent and EXIF-tagged WebP; a GIF."""
     stored = _pattern_image(21, 34, 5)
     files = {f"phone_{order}_{orientation}.jpg": _phone_jpeg(stored, orientation, order)[0]
              for order in ("II", "MM") for orientation in range(1, 9)}
     files["tagged_8.png"] = _tagged(stored, 8, "MM", "PNG")[0]
+    # Orientation values outside 1..8 (written by buggy software) leave the picture as stored, as in Pillow.
+    files.update({f"bogus_{value}.jpg": _phone_jpeg(stored, value, "II")[0] for value in (0, 9)})
     files["tagged_6.webp"] = _tagged(stored, 6, "II", "WEBP")[0]
     sixteen_bits = stored.astype(np.uint16) * 257 + 100
     files["rgb48.png"] = tf.io.encode_png(sixteen_bits).numpy()
@@ -494,6 +496,21 @@ def test_tflite_refuses_bfloat16_compute_and_reports_converter_errors(checkpoint
     with pytest.raises(ValueError, match="computes in bfloat16"):
         export.export_tflite(str(tmp_path / "strings"), str(tmp_path / "strings.tflite"))
     assert not (tmp_path / "strings.tflite").exists()
+
+
+def test_cli_refuses_a_tflite_path_it_cannot_write_before_exporting(checkpoint_workdir, tmp_path):
+    """A --tflite_path that is a folder, or under a file, is refused before a SavedModel version is written
+    (it used to be found after the export and the conversion, leaving a new version at each try)."""
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_folder").mkdir()
+    for path, message in ((tmp_path / "a_folder", f"--tflite_path={tmp_path / 'a_folder'} is a folder"),
+                          (tmp_path / "a_file" / "x.tflite", f"--tflite_path={tmp_path / 'a_file' / 'x.tflite'}: its "
+                                                             f"folder {tmp_path / 'a_file'}: cannot create it")):
+        result = _run_cli(f"--checkpoint={checkpoint_workdir}", f"--export_dir={tmp_path / 'models'}",
+                          f"--tflite_path={path}")
+        assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "models").exists()
 
 
 def test_cli_names_a_missing_checkpoint(tmp_path):

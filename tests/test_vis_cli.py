@@ -123,6 +123,7 @@ def test_checkpoint_and_dataset_mismatch_and_missing_checkpoint(data, tmp_path):
     message = _fails(checkpoint=data["workdir"], image_dir=data["images"],
                      output_dir=str(tmp_path), dataset="cityscapes")
     assert "21 classes" in message and "19" in message
+    assert "--dataset" in message and "--num_classes" not in message  # deeplab-vis has no --num_classes
     message = _fails(checkpoint=str(tmp_path / "nothing"), image_dir=data["images"],
                      output_dir=str(tmp_path))
     assert str(tmp_path / "nothing") in message
@@ -140,9 +141,58 @@ def test_bad_flags_are_usage_errors(data, tmp_path):
             ({**common, "image_dir": data["images"], "palette": "pascal", "colormap": "ade20k"},
              "at most one"),
             ({**common, "image_dir": data["images"], "window_size": "65,65,3"},
-             "--window_size")):
+             "--window_size"),
+            ({**common, "image_dir": data["images"], "eval_scales": "1.0,nan"}, "--eval_scales"),
+            ({**common, "image_dir": data["images"], "eval_scales": "inf"}, "--eval_scales")):
         with pytest.raises(app.UsageError, match=expected):
             run_main(vis_cli, **flag_values)
+
+
+def _console_vis(*flags):
+    return subprocess.run(["deeplab-vis", *flags], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
+
+
+def test_output_dir_and_output_stride_mistakes_stop_the_console_script_in_one_line(data, tmp_path):
+    """An --output_dir that is a file is named before the model loads (the checkpoint given does not exist:
+    loading it first would say so); it used to end in a NotADirectoryError traceback after the first image.
+    An --eval_output_stride that is not a power of two from 4 is a usage error (0 meant the trained one)."""
+    (tmp_path / "a_file").write_text("")
+    result = _console_vis(f"--checkpoint={tmp_path / 'no_such_run'}", f"--image_dir={data['images']}",
+                          f"--output_dir={tmp_path / 'a_file'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"deeplab-vis: --output_dir={tmp_path / 'a_file'}: cannot create it or write in it (a file of that name "
+        "exists): choose a folder you can write to, or fix its permissions.")
+    for stride in ("7", "0", "-8"):
+        result = _console_vis(f"--checkpoint={data['workdir']}", f"--image_dir={data['images']}",
+                              f"--output_dir={tmp_path / 'out'}", f"--eval_output_stride={stride}")
+        assert result.returncode == 1 and "--eval_output_stride: a power of two from 4" in result.stderr, stride
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_inside_the_image_dir_is_not_segmented_again(data, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(RGB).save(images / "photo.png")
+    Image.fromarray(GREY).save(images / "grey.png")
+    for _ in range(2):  # the second run finds the first run's PNGs under images/vis
+        run_main(vis_cli, checkpoint=data["workdir"], image_dir=str(images), output_dir=str(images / "vis"))
+    assert sorted(os.listdir(images / "vis" / "index")) == ["grey.png", "photo.png"]
+
+
+def test_a_checkpoint_file_names_its_checkpoint(data, tmp_path):
+    """--checkpoint=<prefix>.index or .data-00000-of-00001 (what a file browser offers) loads that checkpoint."""
+    prefix = os.path.join(data["workdir"], "checkpoints", "ckpt-5")
+    outputs = {}
+    for checkpoint in (data["workdir"], prefix + ".index", prefix + ".data-00000-of-00001"):
+        outputs[checkpoint] = str(tmp_path / os.path.basename(checkpoint))
+        run_main(vis_cli, checkpoint=checkpoint, image_dir=data["images"], output_dir=outputs[checkpoint],
+                 max_images=1)
+    first, *others = outputs.values()
+    for other in others:
+        np.testing.assert_array_equal(np.asarray(_written(other, "alpha")["index"]),
+                                      np.asarray(_written(first, "alpha")["index"]))
 
 
 def test_phone_jpegs_are_segmented_and_written_upright(data, tmp_path):

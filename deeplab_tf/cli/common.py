@@ -2,6 +2,7 @@
 the inference options (output stride, scales, flips, sliding windows, eval crop)."""
 
 import contextlib
+import math
 import sys
 
 import tensorflow as tf
@@ -24,6 +25,9 @@ OUTPUT_STRIDE = flags.DEFINE_integer(
     "eval_output_stride", None,
     "Output stride to run the model at; default: the one it was trained at (16 in the paper's "
     "recipe). The paper's val numbers use 8.")
+flags.register_validator(
+    "eval_output_stride", lambda value: value is None or (value >= 4 and value & (value - 1) == 0),
+    "--eval_output_stride: a power of two from 4 up, e.g. 8 or 16 (the paper's), or unset for the trained one")
 SCALES = flags.DEFINE_list(
     "eval_scales", ["1.0"],
     "Input scales whose probabilities are averaged; the paper's: 0.5,0.75,1.0,1.25,1.5,1.75.")
@@ -92,7 +96,7 @@ def inference_options():
         scales = tuple(float(scale) for scale in SCALES.value)
     except ValueError:
         scales = ()
-    if not scales or min(scales) <= 0:
+    if not scales or not all(math.isfinite(scale) and scale > 0 for scale in scales):
         raise app.UsageError(f"--eval_scales: expected a comma list of positive numbers such as "
                              f"0.5,0.75,1.0, got {','.join(SCALES.value)!r}")
     return {"scales": scales, "flip": FLIP.value, "window_size": _size(WINDOW_SIZE, "769"),

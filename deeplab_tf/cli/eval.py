@@ -17,6 +17,7 @@ from absl import app, flags
 from deeplab_tf.cli import entry
 
 from deeplab_tf.cli import common
+from deeplab_tf.data.errors import check_output_dir
 from deeplab_tf.evaluation import evaluator
 from deeplab_tf.evaluation.metrics import format_metrics_table
 
@@ -48,6 +49,8 @@ def main(argv):
                   resize=common.resize_options(),
                   progress=evaluator.ProgressPrinter("deeplab-eval"))
     with common.exit_on_user_error("deeplab-eval"):
+        if common.OUTPUT_DIR.value:
+            check_output_dir(common.OUTPUT_DIR.value)  # before hours of evaluation, not after
         if LOOP.value:
             evaluated = 0
             for evaluated, (results, path) in enumerate(evaluator.evaluate_new_checkpoints(

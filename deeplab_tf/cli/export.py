@@ -8,6 +8,7 @@ writes the next version, /models/deeplab/<n>/, the layout `tensorflow_model_serv
 export and recorded in the SavedModel; see docs/export.md for its signatures and for serving it.
 """
 
+import os
 import sys
 import time
 
@@ -17,6 +18,7 @@ from deeplab_tf.cli import entry
 
 from deeplab_tf import export, workdir
 from deeplab_tf.cli import common
+from deeplab_tf.data.errors import check_output_dir
 
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "Base directory of the exported versions (TF Serving's --model_base_path).")
@@ -44,6 +46,15 @@ def _class_names():
     return None
 
 
+def _check_tflite_path(path):
+    """A usage error unless a file can be written at `path` (its folder is created if needed)."""
+    if os.path.isdir(path):
+        raise app.UsageError(f"--tflite_path={path} is a folder: give a file path, e.g. "
+                             f"--tflite_path={os.path.join(path, 'deeplab.tflite')}")
+    folder = os.path.dirname(path) or "."
+    check_output_dir(folder, name=f"--tflite_path={path}: its folder {folder}")
+
+
 def _report(path, seconds):
     print(f"deeplab-export: wrote {path} in {seconds:.1f} s ({export.disk_size(path) / 1e6:.1f} MB)", flush=True)
 
@@ -64,6 +75,8 @@ def main(argv):
         # TF's INFO lines while saving (one lists ~300 renamed captures) would bury the report.
         logging.set_verbosity(logging.WARNING)
     with common.exit_on_user_error("deeplab-export"):
+        if _TFLITE_PATH.value:  # before a SavedModel version is written, not after
+            _check_tflite_path(_TFLITE_PATH.value)
         model, prefix, _ = workdir.load_model(
             checkpoint, output_stride=common.OUTPUT_STRIDE.value,
             num_classes=len(class_names) if class_names else None, precision=common.PRECISION.value,

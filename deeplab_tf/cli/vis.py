@@ -24,6 +24,7 @@ from deeplab_tf.cli import entry
 from deeplab_tf import visualization
 from deeplab_tf.cli import common
 from deeplab_tf.evaluation import evaluator, submission, visualizer
+from deeplab_tf.data.errors import check_output_dir
 from deeplab_tf.workdir import load_model
 
 IMAGE_DIR = flags.DEFINE_string("image_dir", None, "Folder of images (sub-folders too) to segment.")
@@ -114,14 +115,16 @@ def main(argv):
     with common.exit_on_user_error("deeplab-vis"):
         if IMAGE_DIR.value:
             image_ids = visualizer.read_image_ids(IMAGE_IDS.value) if IMAGE_IDS.value else None
-            total, examples = visualizer.folder_examples(IMAGE_DIR.value, image_ids)
+            # An output folder inside the image folder would be segmented again by every rerun.
+            total, examples = visualizer.folder_examples(IMAGE_DIR.value, image_ids, exclude=output_dir)
         else:
             total, examples = visualizer.split_examples(VIS_PATTERN.value)
         if common.MAX_IMAGES.value:
             total = min(total, common.MAX_IMAGES.value)
             examples = itertools.islice(examples, total)
+        check_output_dir(output_dir)  # before the model loads: a refusal costs nothing
         if SUBMISSION.value:
-            submission.check_empty(output_dir)  # before the model loads: a refusal costs nothing
+            submission.check_empty(output_dir)
         model, _, _ = load_model(checkpoint, output_stride=common.OUTPUT_STRIDE.value,
                                  num_classes=info.num_classes, precision=common.PRECISION.value,
                                  fold_batch_norm=True)

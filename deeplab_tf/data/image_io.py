@@ -18,6 +18,7 @@ from deeplab_tf.data.errors import DataError
 
 _EXIF_ORIENTATION = 0x0112
 _UPRIGHT = 1
+_TURNED = range(2, 9)  # the orientations that mirror or turn the stored pixels
 _UINT16_MAX = 65535
 
 
@@ -49,8 +50,9 @@ def load_image(path):
     try:
         with Image.open(io.BytesIO(encoded)) as image:
             image.load()
-            orientation = image.getexif().get(_EXIF_ORIENTATION, _UPRIGHT)
-            upright = ImageOps.exif_transpose(image) if orientation != _UPRIGHT else image.copy()
+            # Values other than 2..8 (0, 9, ... from buggy writers) leave the picture as stored, as in Pillow.
+            transposed = image.getexif().get(_EXIF_ORIENTATION, _UPRIGHT) in _TURNED
+            upright = ImageOps.exif_transpose(image) if transposed else image.copy()
             image_format = image.format
     except UnidentifiedImageError:
         # Pillow's own message names the in-memory buffer, not the file.
@@ -59,8 +61,7 @@ def load_image(path):
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot decode the image ({e}); the file is corrupt or "
                         "truncated: re-export it, or remove it.") from None
-    return LoadedImage(encoded=encoded, image=upright, format=image_format,
-                       transposed=orientation != _UPRIGHT)
+    return LoadedImage(encoded=encoded, image=upright, format=image_format, transposed=transposed)
 
 
 def scale_16_to_8_bits(values):

@@ -17,8 +17,9 @@ from deeplab_tf.evaluation.segment import read_rgb_image, segment
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def image_files(image_dir):
-    """Paths of the images under `image_dir` (sub-folders too), sorted, relative to it.
+def image_files(image_dir, *, exclude=None):
+    """Paths of the images under `image_dir` (sub-folders too, except the folder `exclude`), sorted,
+    relative to it.
 
     Raises:
         FileNotFoundError: `image_dir` is not a folder.
@@ -27,10 +28,13 @@ def image_files(image_dir):
     """
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"{image_dir} is not a folder; give a folder of images.")
-    paths = sorted(
-        os.path.relpath(os.path.join(root, name), image_dir)
-        for root, _, names in os.walk(image_dir) for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS))
+    excluded = os.path.realpath(exclude) if exclude else None
+    paths = []
+    for root, folders, names in os.walk(image_dir):
+        folders[:] = [f for f in folders if os.path.realpath(os.path.join(root, f)) != excluded]
+        paths += [os.path.relpath(os.path.join(root, name), image_dir) for name in names
+                  if name.lower().endswith(IMAGE_EXTENSIONS)]
+    paths.sort()
     if not paths:
         raise ValueError(f"{image_dir} holds no image ({', '.join(IMAGE_EXTENSIONS)}).")
     for stem, group in image_io.group_by_stem(paths).items():
@@ -71,10 +75,11 @@ def select_ids(paths, image_ids, image_dir):
     return [by_stem[image_id] for image_id in dict.fromkeys(image_ids)]
 
 
-def folder_examples(image_dir, image_ids=None):
+def folder_examples(image_dir, image_ids=None, *, exclude=None):
     """(number of images, iterator of (name without extension, uint8 RGB image)) of a folder, or of
-    the images in it named by `image_ids` (a list of names without extension)."""
-    paths = image_files(image_dir)
+    the images in it named by `image_ids` (a list of names without extension); the folder `exclude` (the
+    output folder) is not read."""
+    paths = image_files(image_dir, exclude=exclude)
     if image_ids is not None:
         paths = select_ids(paths, image_ids, image_dir)
     examples = ((os.path.splitext(path)[0], read_rgb_image(os.path.join(image_dir, path)))
