@@ -181,6 +181,13 @@ def test_an_output_dir_inside_the_image_dir_is_not_segmented_again(data, tmp_pat
     assert sorted(os.listdir(images / "vis" / "index")) == ["grey.png", "photo.png"]
 
 
+def test_an_image_larger_than_the_eval_crop_is_named_with_the_flag(data, tmp_path):
+    message = _fails(checkpoint=data["workdir"], image_dir=data["images"], output_dir=str(tmp_path),
+                     eval_crop_size="30,40")
+    assert message == ("deeplab-vis: image 'grey' is 33x41, larger than the eval crop 30x40 (--eval_crop_size): "
+                       "give a canvas at least that large, or drop the flag to segment each image at its own size.")
+
+
 def test_a_checkpoint_file_names_its_checkpoint(data, tmp_path):
     """--checkpoint=<prefix>.index or .data-00000-of-00001 (what a file browser offers) loads that checkpoint."""
     prefix = os.path.join(data["workdir"], "checkpoints", "ckpt-5")

@@ -110,6 +110,10 @@ def predictions(model, examples, *, scales=(1.0,), flip=False, window_size=None,
         progress: optional callable ``progress(images_done, total)`` after each image.
     """
     for done, (name, image) in enumerate(examples, start=1):
+        if eval_crop_size and (image.shape[0] > eval_crop_size[0] or image.shape[1] > eval_crop_size[1]):
+            raise ValueError(f"image {name!r} is {image.shape[0]}x{image.shape[1]}, larger than the eval crop "
+                             f"{eval_crop_size[0]}x{eval_crop_size[1]} (--eval_crop_size): give a canvas at least "
+                             "that large, or drop the flag to segment each image at its own size.")
         yield name, image, segment(model, image, scales=scales, flip=flip, window_size=window_size,
                                    eval_crop_size=eval_crop_size)
         if progress:
