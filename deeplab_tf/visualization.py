@@ -72,13 +72,15 @@ def ade20k_colormap():
 COLORMAPS = {"pascal": pascal_colormap, "cityscapes": cityscapes_colormap, "ade20k": ade20k_colormap}
 
 
-def get_colormap(name_or_palette):
+def get_colormap(name_or_palette, num_classes=None):
     """A [256, 3] uint8 colormap from a name, a JSON palette file, or an array of RGB triples.
 
     Args:
         name_or_palette: "pascal", "cityscapes", "ade20k"; the path of a JSON file holding a list of
             [r, g, b] triples; or an array-like [N, 3] of values in 0..255 with N <= 256. User
             palettes are padded with black to 256 entries.
+        num_classes: if given, a user palette must have at least this many colours (one per class: the
+            padding would paint the others black).
     """
     if isinstance(name_or_palette, str):
         if name_or_palette.lower() in COLORMAPS:
@@ -97,6 +99,9 @@ def get_colormap(name_or_palette):
         raise ValueError(f"A palette must be 1 to 256 [r, g, b] triples, got shape {palette.shape}.")
     if not np.issubdtype(palette.dtype, np.integer) or palette.min() < 0 or palette.max() > 255:
         raise ValueError("Palette colours must be integers in 0..255.")
+    if num_classes is not None and len(palette) < num_classes:
+        raise ValueError(f"the palette has {len(palette)} colours for {num_classes} classes: give one [r, g, b] "
+                         "per class.")
     return _padded(palette)
 
 

@@ -138,6 +138,8 @@ def test_bad_flags_are_usage_errors(data, tmp_path):
             ({**common, "image_dir": data["images"], "cityscapes_label_ids": True},
              "--dataset=cityscapes"),
             ({**common, "image_dir": data["images"], "palette": "[[0, 0]]"}, "--palette"),
+            ({**common, "image_dir": data["images"], "palette": "[[10, 20, 30], [0, 128, 0]]"},
+             "--palette: the palette has 2 colours for 21 classes"),
             ({**common, "image_dir": data["images"], "palette": "pascal", "colormap": "ade20k"},
              "at most one"),
             ({**common, "image_dir": data["images"], "window_size": "65,65,3"},
@@ -186,6 +188,20 @@ def test_an_image_larger_than_the_eval_crop_is_named_with_the_flag(data, tmp_pat
                      eval_crop_size="30,40")
     assert message == ("deeplab-vis: image 'grey' is 33x41, larger than the eval crop 30x40 (--eval_crop_size): "
                        "give a canvas at least that large, or drop the flag to segment each image at its own size.")
+
+
+def test_image_ids_with_extensions_and_macos_metadata_files(data, tmp_path):
+    """--image_ids lines written with the extension name the same images; macOS's "._<name>" files beside
+    the images (metadata, not pictures) are not read."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(RGB).save(images / "photo.png")
+    Image.fromarray(GREY).save(images / "grey.png")
+    (images / "._photo.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    (tmp_path / "ids.txt").write_text("photo.png\ngrey\n")
+    run_main(vis_cli, checkpoint=data["workdir"], image_dir=str(images), image_ids=str(tmp_path / "ids.txt"),
+             output_dir=str(tmp_path / "out"))
+    assert sorted(os.listdir(tmp_path / "out" / "index")) == ["grey.png", "photo.png"]
 
 
 def test_a_checkpoint_file_names_its_checkpoint(data, tmp_path):

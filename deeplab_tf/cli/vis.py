@@ -69,7 +69,7 @@ def _colormap(info):
         except json.JSONDecodeError as error:
             raise app.UsageError(f"--palette: not a JSON list of [r, g, b] triples ({error})")
     try:
-        return visualization.get_colormap(palette or COLORMAP.value or info.colormap)
+        return visualization.get_colormap(palette or COLORMAP.value or info.colormap, num_classes=info.num_classes)
     except ValueError as error:
         raise app.UsageError(f"--palette: {error}")
 

@@ -32,8 +32,9 @@ def image_files(image_dir, *, exclude=None):
     paths = []
     for root, folders, names in os.walk(image_dir):
         folders[:] = [f for f in folders if os.path.realpath(os.path.join(root, f)) != excluded]
+        # "._photo.jpg": the metadata macOS writes beside each file on a non-Mac disk, not an image.
         paths += [os.path.relpath(os.path.join(root, name), image_dir) for name in names
-                  if name.lower().endswith(IMAGE_EXTENSIONS)]
+                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._")]
     paths.sort()
     if not paths:
         raise ValueError(f"{image_dir} holds no image ({', '.join(IMAGE_EXTENSIONS)}).")
@@ -61,13 +62,15 @@ def read_image_ids(path):
 
 
 def select_ids(paths, image_ids, image_dir):
-    """The paths of `paths` (relative, with extension) whose name without extension is in `image_ids`,
-    in the ids' order.
+    """The paths of `paths` (relative, with extension) whose name without extension is in `image_ids`
+    (ids with an image extension count without it), in the ids' order.
 
     Raises:
         DataError: an id has no image (the message names it and how many are missing).
     """
     by_stem = {os.path.splitext(path)[0]: path for path in paths}
+    # "2008_000001.jpg" names the same image as VOC's "2008_000001".
+    image_ids = [os.path.splitext(i)[0] if i.lower().endswith(IMAGE_EXTENSIONS) else i for i in image_ids]
     missing = [image_id for image_id in image_ids if image_id not in by_stem]
     if missing:
         raise DataError(f"{image_dir} holds no image for {len(missing)} of the {len(image_ids)} listed "
