@@ -4,6 +4,7 @@ import sys
 
 from absl import app, flags
 
+from deeplab_tf.cli import tensorflow_start  # noqa: F401  (before TensorFlow loads)
 from deeplab_tf.data import registry
 from deeplab_tf.data.errors import check_output_dir
 from deeplab_tf.data.validation import DataError

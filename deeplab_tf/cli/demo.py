@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags, logging
 
-from deeplab_tf.cli import entry
+from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from deeplab_tf.cli import entry
+from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 
 from deeplab_tf.cli import common
 from deeplab_tf.data.errors import check_output_dir

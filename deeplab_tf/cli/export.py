@@ -14,7 +14,7 @@ import time
 
 from absl import app, flags, logging
 
-from deeplab_tf.cli import entry
+from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 
 from deeplab_tf import export, workdir
 from deeplab_tf.cli import common

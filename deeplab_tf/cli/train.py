@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_tf.cli import entry
+from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 from deeplab_tf.training.strategies import LostPeerError, serves_parameter_servers, task_from_tf_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a Python file with get_config()).")

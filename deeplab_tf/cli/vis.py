@@ -19,7 +19,7 @@ import json
 
 from absl import app, flags
 
-from deeplab_tf.cli import entry
+from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 
 from deeplab_tf import visualization
 from deeplab_tf.cli import common
