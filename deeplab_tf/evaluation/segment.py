@@ -157,10 +157,15 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def fits_crop(image, eval_crop_size):
+    """Whether an image [H, W, ...] can be padded to the canvas `eval_crop_size` (height, width); None: no canvas."""
+    return not eval_crop_size or (image.shape[0] <= eval_crop_size[0] and image.shape[1] <= eval_crop_size[1])
+
+
 def _check_fits(pixels, eval_crop_size):
     """An image larger than the eval crop cannot be padded to it: refused before tracing."""
-    height, width = pixels.shape[:2]
-    if height > eval_crop_size[0] or width > eval_crop_size[1]:
+    if not fits_crop(pixels, eval_crop_size):
+        height, width = pixels.shape[:2]
         raise ValueError(f"the image is {height}x{width} (height x width), larger than eval_crop_size="
                          f"{eval_crop_size}: pass an eval_crop_size at least as large as the image (the "
                          "paper's (513, 513) on PASCAL VOC), or None to segment it at its own size.")
@@ -211,7 +216,6 @@ def segment(model, image, *, scales=(1.0,), flip=False, eval_crop_size=None, win
     eval_crop_size = _size("eval_crop_size", eval_crop_size)
     window_size = _size("window_size", window_size)
     pixels = to_rgb_array(image)
-    if eval_crop_size is not None:
-        _check_fits(pixels, eval_crop_size)
+    _check_fits(pixels, eval_crop_size)
     predict = _predict_fn(model, scales, bool(flip), window_size, eval_crop_size, output)
     return predict(pixels[np.newaxis].astype(np.float32))[0].numpy()

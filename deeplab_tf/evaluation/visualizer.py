@@ -12,7 +12,7 @@ from deeplab_tf import visualization
 from deeplab_tf.data import eval_dataset, faults, image_io
 from deeplab_tf.data.errors import DataError
 from deeplab_tf.evaluation.evaluator import count_examples
-from deeplab_tf.evaluation.segment import read_rgb_image, segment
+from deeplab_tf.evaluation.segment import fits_crop, read_rgb_image, segment
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -113,7 +113,7 @@ def predictions(model, examples, *, scales=(1.0,), flip=False, window_size=None,
         progress: optional callable ``progress(images_done, total)`` after each image.
     """
     for done, (name, image) in enumerate(examples, start=1):
-        if eval_crop_size and (image.shape[0] > eval_crop_size[0] or image.shape[1] > eval_crop_size[1]):
+        if not fits_crop(image, eval_crop_size):  # segment checks it too; here the message names the image
             raise ValueError(f"image {name!r} is {image.shape[0]}x{image.shape[1]}, larger than the eval crop "
                              f"{eval_crop_size[0]}x{eval_crop_size[1]} (--eval_crop_size): give a canvas at least "
                              "that large, or drop the flag to segment each image at its own size.")
