@@ -131,4 +131,7 @@ def test_compare_peers_prints_the_table_and_our_speedups(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     ours = float(cells[header.strip("|").split("|").index(" ours fp32 ")].split()[0])
     ratio_row = [line for line in output.splitlines() if line.startswith("| R101 OS16 inference")][1]
-    assert ratio_row.split("|")[2].strip() == f"{0.5 / ours:.2f}x"
+    # The ratio is of the unrounded seconds; the table prints them to 3 decimals (half a millisecond either way).
+    ratio = ratio_row.split("|")[2].strip()
+    assert ratio.endswith("x")
+    assert round(0.5 / (ours + 0.0005), 2) <= float(ratio[:-1]) <= round(0.5 / (ours - 0.0005), 2), (ratio, ours)
