@@ -27,6 +27,7 @@ _EXPORTS = {
     "MeanIoU": "evaluation.mean_iou",
     "PolyLearningRate": "training.schedules",
     "MomentumSGD": "training.optimizers",
+    "ReleaseMomentum": "training.optimizers",
     "train_dataset": "data.pipeline",
     "eval_dataset": "data.pipeline",
     "image_label_pairs": "data.keras_inputs",

@@ -38,23 +38,24 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _slim_names(backbone):
+def conv_bn_names(scope, layer):
+    """Yields (slim name, Keras variable) for a `ConvBN` that slim names `scope`: its weights and BatchNorm."""
+    yield f"{scope}/weights", layer.conv.kernel
+    for name in _BN_VARIABLES:
+        yield f"{scope}/BatchNorm/{name}", getattr(layer.bn, name)
+
+
+def slim_names(backbone):
     """Yields (slim name relative to the scope, Keras variable) for every backbone variable."""
-
-    def conv_bn(scope, layer):
-        yield f"{scope}/weights", layer.conv.kernel
-        for name in _BN_VARIABLES:
-            yield f"{scope}/BatchNorm/{name}", getattr(layer.bn, name)
-
     for layer in backbone.layers:
         if isinstance(layer, ConvBN):  # The stem: conv1 or conv1_1..conv1_3.
-            yield from conv_bn(layer.name, layer)
+            yield from conv_bn_names(layer.name, layer)
         elif isinstance(layer, BottleneckUnit):
             block, _, index = layer.name.split("_")
             scope = f"{block}/unit_{index}/bottleneck_v1"
             for conv in ("conv1", "conv2", "conv3", "shortcut"):
                 if getattr(layer, conv) is not None:
-                    yield from conv_bn(f"{scope}/{conv}", getattr(layer, conv))
+                    yield from conv_bn_names(f"{scope}/{conv}", getattr(layer, conv))
 
 
 def _find_scope(names, backbone_name):
@@ -115,7 +116,7 @@ def load_slim_backbone(backbone, checkpoint_path, *, scope=None):
     scope = scope or _find_scope(shapes, backbone.name)
     report = LoadReport(checkpoint=path)
     used = set()
-    for relative, variable in _slim_names(backbone):
+    for relative, variable in slim_names(backbone):
         name = f"{scope}/{relative}"
         if name not in shapes:
             report.missing.append(name)

@@ -9,6 +9,7 @@ import ml_collections
 from deeplab_tf.data.registry import get_dataset_info
 from deeplab_tf.modeling.resnet import BACKBONES, max_output_stride
 from deeplab_tf.training.class_weights import requested_weights
+from deeplab_tf.training.optimizers import OPTIMIZERS
 from deeplab_tf.training.strategies import STRATEGIES
 
 # Section 4.3: the hard classes bootstrapped on PASCAL VOC (bicycle, chair, dining table, potted
@@ -68,6 +69,10 @@ def default_config():
         warmup_steps=0,
         warmup_learning_rate=1e-4,
         momentum=0.9,
+        # "momentum": TF1's MomentumOptimizer, the original release's (a <- m a + g; w <- w - lr a);
+        # "keras_sgd": Keras SGD's form (v <- m v - lr g; w <- w + v). Equal at a constant rate; a run keeps its form.
+        optimizer="momentum",
+        init_continue=False,         # Also take init_checkpoint's global step and momentum (continue its training).
         fine_tune_batch_norm=True,
         upsample_logits=True,        # Table 8: upsample logits rather than downsample labels.
         top_k_percent_pixels=1.0,
@@ -126,6 +131,8 @@ def check_config(config, *, num_replicas):
         raise ValueError("config.train.min_resize_value, max_resize_value and resize_factor must be >= 0 (0: off).")
     if train.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
         raise ValueError(f"config.train.precision={train.precision!r}: use float32, mixed_bfloat16 or mixed_float16.")
+    if train.optimizer not in OPTIMIZERS:
+        raise ValueError(f"config.train.optimizer={train.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}.")
     if train.steps <= 0:
         raise ValueError(f"config.train.steps must be positive, got {train.steps}.")
     if train.class_weights:
