@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 
 from deeplab_tf import export, workdir
 from deeplab_tf.evaluation.inference import predict
+from deeplab_tf.export import decoding
 from deeplab_tf.modeling import DeepLabV3
 from deeplab_tf.modeling.folding import fold_batch_norm
 
@@ -203,11 +204,11 @@ def test_exif_orientation_is_read_in_the_graph_as_pil_reads_it(byte_order):
         data, upright = _tagged(stored, orientation, byte_order, image_format, exif_after_pixels=after_pixels)
         kind = f"{image_format}{' (eXIf after the pixels)' if after_pixels else ''}, orientation {orientation}"
         assert Image.open(io.BytesIO(data)).getexif()[0x0112] == orientation, kind  # PIL reads the tag written
-        read = export._exif_orientation(tf.constant(data))
+        read = decoding._exif_orientation(tf.constant(data))
         assert int(read) == orientation, kind
         decoded = (tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")  # Pillow's IDCT
                    if image_format == "JPEG" else tf.io.decode_image(data, channels=3, expand_animations=False))
-        np.testing.assert_array_equal(export._upright(decoded, read), upright, err_msg=kind)
+        np.testing.assert_array_equal(decoding._upright(decoded, read), upright, err_msg=kind)
     # A PNG eXIf chunk that keeps JPEG's "Exif\0\0" before the TIFF header (some writers do; Pillow reads it).
     png = _tagged(stored, 6, byte_order, "PNG")[0]
     start = png.index(b"eXIf") - 4
@@ -216,11 +217,11 @@ def test_exif_orientation_is_read_in_the_graph_as_pil_reads_it(byte_order):
                 + struct.pack(">I", zlib.crc32(b"eXIfExif\0\0" + png[start + 8:start + 8 + length]))
                 + png[start + 12 + length:])
     assert Image.open(io.BytesIO(prefixed)).getexif()[0x0112] == 6
-    assert int(export._exif_orientation(tf.constant(prefixed))) == 6
+    assert int(decoding._exif_orientation(tf.constant(prefixed))) == 6
     webp = _tagged(stored, 1, byte_order, "WEBP")[0]
     for untagged in (tf.io.encode_jpeg(stored).numpy(), tf.io.encode_png(stored).numpy(), webp[:len(webp) // 2],
                      b"", b"\xff\xd8\xff\xe1\0\x08Exif\0\0MM", b"\xff\xd8\xff\xe1\0\x08Exif", png[:start + 12]):
-        assert int(export._exif_orientation(tf.constant(untagged))) == 1
+        assert int(decoding._exif_orientation(tf.constant(untagged))) == 1
 
 
 def _user_files(directory):
@@ -261,7 +262,7 @@ def test_served_pixels_are_those_deeplab_vis_and_the_records_hold(tmp_path):
     greyscale scaled as they scale it, other files as the records decode them."""
     from deeplab_tf.evaluation.segment import read_rgb_image
 
-    decode = tf.function(lambda data: export._decode_image(data, 10 ** 6, tf.constant(0)))
+    decode = tf.function(lambda data: decoding.decode_image_bytes(data, 10 ** 6, tf.constant(0)))
     for name, path in _user_files(tmp_path).items():
         served, read = decode(tf.constant(path.read_bytes())).numpy(), read_rgb_image(str(path)).astype(np.float32)
         assert served.shape == read.shape, name
