@@ -43,6 +43,7 @@ setuptools.setup(
             "deeplab-export=deeplab_tf.cli.export:run",
             "deeplab-demo=deeplab_tf.cli.demo:run",
             "deeplab-local-cluster=deeplab_tf.cli.local_cluster:run",
+            "deeplab-convert-checkpoint=deeplab_tf.cli.convert_checkpoint:run",
         ],
     },
 )

@@ -11,7 +11,8 @@ from deeplab_tf.modeling.deeplab import DeepLabV3
 from deeplab_tf.training import keras_losses, optimizers, schedules  # noqa: F401
 
 
-def load_model(path, *, output_stride=None, precision="float32", fold_batch_norm=True):
+def load_model(path, *, output_stride=None, precision="float32", fold_batch_norm=True, atrous_rates=None,
+               multi_grid=None):
     """A trained DeepLabV3, ready for inference (``model(images, training=False)`` or `predict`).
 
     Batch norm is folded into the convolutions by default, as deeplab-eval, deeplab-vis and the export
@@ -20,11 +21,15 @@ def load_model(path, *, output_stride=None, precision="float32", fold_batch_norm
 
     Args:
         path: a deeplab-train workdir (its latest checkpoint), its checkpoints/ folder, a checkpoint
-            prefix (``runs/voc/checkpoints/ckpt-30000``) or a ``.keras`` file saved by ``model.save``.
+            prefix (``runs/voc/checkpoints/ckpt-30000``), a ``.keras`` file saved by ``model.save``, or a
+            checkpoint of the original TF1 release (its train_logdir or ``model.ckpt-30000`` prefix).
         output_stride: rebuild at this output stride (the paper trains at 16 and evaluates at 8); the
             ASPP rates follow it. Not for ``.keras`` files, which keep the stride they were saved with.
         precision: "float32" or "mixed_bfloat16" (bfloat16 convolutions; the logits stay float32).
         fold_batch_norm: see above.
+        atrous_rates, multi_grid: for a checkpoint of the original release, the ASPP rates at `output_stride`
+            (16 unless given) and block4's unit rates, as given to its train.py / eval.py (e.g. (6, 12, 18) and
+            (1, 2, 4)); its variables do not record them.
 
     Returns:
         The `DeepLabV3`.
@@ -43,5 +48,6 @@ def load_model(path, *, output_stride=None, precision="float32", fold_batch_norm
                              f"keras.saving.load_model.")
         return folding.fold_batch_norm(model) if fold_batch_norm else model
     model, _, _ = workdir_lib.load_model(path, output_stride=output_stride, precision=precision,
-                                         fold_batch_norm=fold_batch_norm)
+                                         fold_batch_norm=fold_batch_norm, atrous_rates=atrous_rates,
+                                         multi_grid=multi_grid)
     return model

@@ -17,11 +17,12 @@ import time
 import tensorflow as tf
 
 from deeplab_tf.modeling import DeepLabV3
-from deeplab_tf.modeling import folding
+from deeplab_tf.modeling import folding, release
 from deeplab_tf.modeling.aspp import default_atrous_rates
 from deeplab_tf.modeling.precision import dtype_policy
 
 MODEL_CONFIG = "model_config.json"
+RUN_CONFIG = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -62,6 +63,10 @@ class CheckpointReadError(ValueError):
     """A checkpoint's files cannot be read (cut short by a copy or a full disk, or corrupt)."""
 
 
+class CheckpointDeletedError(FileNotFoundError):
+    """A checkpoint was deleted while it was read: a trainer keeps only its newest `keep_checkpoints`."""
+
+
 def checkpoint_step(prefix):
     """The training step of a checkpoint: the N of the trainer's ``ckpt-N`` prefixes, else 0."""
     match = re.search(r"-(\d+)$", prefix)
@@ -75,15 +80,51 @@ def earlier_checkpoints(prefix):
                   key=checkpoint_step, reverse=True)
 
 
+def checkpoint_deleted(prefix):
+    """Whether checkpoint `prefix` is gone or going, as a trainer's CheckpointManager deletes its oldest: its
+    index or a data shard is missing, or its folder's `checkpoint` file lists it no more. A checkpoint whose
+    files are all there but unreadable was cut short instead."""
+    data = tf.io.gfile.glob(prefix + ".data-*")
+    if not tf.io.gfile.exists(prefix + ".index") or not data or len(data) < int(data[0].rsplit("-of-", 1)[1]):
+        return True
+    state = tf.train.get_checkpoint_state(os.path.dirname(prefix))
+    return state is not None and prefix not in state.all_model_checkpoint_paths
+
+
 def restore(checkpoint, prefix):
     """`checkpoint.restore(prefix)`; a checkpoint whose files cannot be read raises `CheckpointReadError`
-    naming it (TensorFlow's reader says only "Read less bytes than requested", an IndexError)."""
+    naming it (TensorFlow's reader says only "Read less bytes than requested", an IndexError), one deleted
+    while it was read `CheckpointDeletedError`."""
     try:
         return checkpoint.restore(prefix)
     except (IndexError, tf.errors.OpError) as error:
+        if checkpoint_deleted(prefix):
+            raise CheckpointDeletedError(
+                f"checkpoint {prefix} was deleted while it was read (the trainer keeps only its newest "
+                f"config.train.keep_checkpoints): give a newer one") from None
         message = error.message if isinstance(error, tf.errors.OpError) else str(error)
         raise CheckpointReadError(f"checkpoint {prefix} cannot be read ({message}): its files are cut short or "
                                   f"corrupt (a copy, or a save on a full disk, that did not finish)") from None
+
+
+def save_run_config(config, workdir, extra=None):
+    """Writes the experiment config (a ConfigDict) and `extra` facts (the command line, TF_CONFIG) to
+    `<workdir>/config.json`."""
+    tf.io.gfile.makedirs(workdir)
+    with tf.io.gfile.GFile(os.path.join(workdir, RUN_CONFIG), "w") as f:
+        f.write(json.dumps({"config": json.loads(config.to_json_best_effort()), **(extra or {})}, indent=2))
+
+
+def recorded_config(workdir):
+    """The experiment config deeplab-train recorded in `<workdir>/config.json` (a dict), or None without one."""
+    path = os.path.join(workdir, RUN_CONFIG)
+    if not tf.io.gfile.exists(path):
+        return None
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f).get("config")
+    except (ValueError, AttributeError) as error:
+        raise ValueError(f"{path} is not the JSON deeplab-train writes ({error}): restore it or remove it.") from None
 
 
 def load_model_config(workdir):
@@ -114,34 +155,50 @@ def build_model_for_inference(model_config, *, output_stride=None, precision="fl
         return DeepLabV3.from_config(config)
 
 
-def load_model(path, *, output_stride=None, num_classes=None, precision="float32", fold_batch_norm=False):
-    """Builds the model of a training run and restores its weights.
+def load_model(path, *, output_stride=None, num_classes=None, precision="float32", fold_batch_norm=False,
+               atrous_rates=None, multi_grid=None):
+    """Builds the model of a training run, or of a checkpoint of the original release, and restores its weights.
 
     Args:
-        path: a workdir, its checkpoints/ directory or a checkpoint prefix.
-        output_stride: build at this output stride instead of the trained one.
+        path: a workdir, its checkpoints/ directory or a checkpoint prefix; or the original release's
+            train_logdir or checkpoint prefix (`deeplab_tf.modeling.release`).
+        output_stride: build at this output stride instead of the trained one (a release checkpoint: 16
+            unless given, as the release's eval.py).
         num_classes: if given, check the checkpoint has this many classes.
         precision: dtype policy to compute in (see `build_model_for_inference`).
         fold_batch_norm: return the inference form, with batch norm folded into the convolutions
             (`deeplab_tf.modeling.folding.fold_batch_norm`: faster, cannot train).
+        atrous_rates, multi_grid: a release checkpoint's ASPP rates at `output_stride` and block4's unit rates,
+            as given to the release's eval.py (its names do not record them); not for our own workdirs.
 
     Returns:
         (model, checkpoint prefix, model config dict).
     """
     workdir, prefix = resolve_checkpoint(path)
-    model_config = load_model_config(workdir)
+    from_release = not tf.io.gfile.exists(os.path.join(workdir, MODEL_CONFIG)) and release.is_release_checkpoint(prefix)
+    if from_release:
+        model_config = release.release_model_config(prefix, output_stride=output_stride or 16,
+                                                    atrous_rates=atrous_rates, multi_grid=multi_grid)
+    elif atrous_rates or multi_grid:
+        raise ValueError(f"--atrous_rates and --multi_grid describe a checkpoint of the original release; {prefix} "
+                         f"is deeplab-train's, whose workdir records its model: drop them.")
+    else:
+        model_config = load_model_config(workdir)
     if num_classes is not None and model_config["num_classes"] != num_classes:
         raise ValueError(
             f"The checkpoint {prefix} has {model_config['num_classes']} classes but the dataset given has "
             f"{num_classes} (--dataset or --dataset_spec): give the dataset it was trained on.")
     model = build_model_for_inference(model_config, output_stride=output_stride, precision=precision)
-    try:
-        status = restore(tf.train.Checkpoint(model=model), prefix)
-    except CheckpointReadError as error:
-        earlier = earlier_checkpoints(prefix)
-        raise CheckpointReadError(f"{error}; " + (f"use an earlier one: --checkpoint={earlier[0]}" if earlier else
-                                                  "there is no earlier checkpoint beside it")) from None
-    status.expect_partial().assert_existing_objects_matched()
+    if from_release:
+        release.load_release_checkpoint(model, prefix)
+    else:
+        try:
+            status = restore(tf.train.Checkpoint(model=model), prefix)
+        except CheckpointReadError as error:
+            earlier = earlier_checkpoints(prefix)
+            raise CheckpointReadError(f"{error}; " + (f"use an earlier one: --checkpoint={earlier[0]}" if earlier else
+                                                      "there is no earlier checkpoint beside it")) from None
+        status.expect_partial().assert_existing_objects_matched()
     return (folding.fold_batch_norm(model) if fold_batch_norm else model), prefix, model_config
 
 

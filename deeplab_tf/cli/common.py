@@ -1,15 +1,12 @@
 """Flags and the exit path shared by deeplab-eval and deeplab-vis: the checkpoint, the dataset and
 the inference options (output stride, scales, flips, sliding windows, eval crop)."""
 
-import contextlib
 import math
-import sys
 
-import tensorflow as tf
 from absl import app, flags
 
+from deeplab_tf.cli.usage import exit_on_user_error, require  # noqa: F401  (the binaries' own)
 from deeplab_tf.data import dataset_info_from_spec, get_dataset_info
-from deeplab_tf.data.faults import op_error_summary
 from deeplab_tf.modeling.precision import PRECISIONS
 
 CHECKPOINT = flags.DEFINE_string(
@@ -40,8 +37,10 @@ EVAL_CROP_SIZE = flags.DEFINE_list(
     "eval_crop_size", None,
     "The original release's evaluation protocol: pad every image bottom/right to this canvas (N or H,W; "
     "the paper's: 513,513 on PASCAL VOC, 1025,2049 on Cityscapes) with the backbone's pad value and crop "
-    "the prediction back; an image larger than the canvas is an error. Default: each image at its own "
-    "size. Results go to eval_os<N>_crop<H>x<W>.")
+    "the prediction back. deeplab-eval refuses an image larger than the canvas (results go to "
+    "eval_os<N>_crop<H>x<W>); deeplab-vis and deeplab-export grow such an image's canvas sides to the "
+    "smallest output_stride * k + 1 holding it. Default (or none): each image at its own size; "
+    "deeplab-export's default is the workdir's config.json.")
 MIN_RESIZE_VALUE = flags.DEFINE_integer(
     "min_resize_value", None,
     "deeplab-eval: resize every image and label first so the shorter side is this (the longer side "
@@ -61,6 +60,15 @@ PRECISION = flags.DEFINE_enum(
     "precision", "float32", list(PRECISIONS),
     "Compute dtype: mixed_bfloat16 runs the convolutions in bfloat16 (about 2x faster on CPUs with "
     "AMX, and on GPU/TPU; much slower on CPUs without bfloat16 units).")
+ATROUS_RATES = flags.DEFINE_list(
+    "atrous_rates", None,
+    "A checkpoint of the original TF1 release only (its train_logdir or model.ckpt-N prefix): ASPP rates at the "
+    "output stride it runs at, as given to the release's eval.py (its variables do not record them); default "
+    "6,12,18 at 16, 12,24,36 at 8.")
+MULTI_GRID = flags.DEFINE_list(
+    "multi_grid", None,
+    "A checkpoint of the original TF1 release only: block4's unit rates as given to its train.py, e.g. 1,2,4 "
+    "(the paper's); default 1,1,1 as the release's.")
 MAX_IMAGES = flags.DEFINE_integer(
     "max_images", None, "Process only the first this many images (a quick look).", lower_bound=1)
 
@@ -77,15 +85,15 @@ def dataset_info():
 
 
 def _size(flag, example):
-    """[height, width] of a flag given as N or H,W in pixels, None if unset; a usage error otherwise."""
-    if not flag.value:
+    """[height, width] of a flag given as N or H,W in pixels, None if unset or none; a usage error otherwise."""
+    if not flag.value or [value.lower() for value in flag.value] == ["none"]:
         return None
     try:
         size = [int(value) for value in flag.value]
     except ValueError:
         size = []
     if len(size) not in (1, 2) or min(size) <= 0:
-        raise app.UsageError(f"--{flag.name}: give N or H,W in pixels such as {example}, got "
+        raise app.UsageError(f"--{flag.name}: give N or H,W in pixels such as {example}, or none, got "
                              f"{','.join(flag.value)!r}")
     return (size * 2)[:2]
 
@@ -103,6 +111,24 @@ def inference_options():
             "eval_crop_size": _size(EVAL_CROP_SIZE, "513,513")}
 
 
+def _positive_ints(flag, example):
+    """The flag's comma list as positive ints, None if unset; a usage error naming it otherwise."""
+    if flag.value is None:
+        return None
+    try:
+        values = tuple(int(value) for value in flag.value)
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise app.UsageError(f"--{flag.name}: give positive integers such as {example}, got {','.join(flag.value)!r}")
+    return values
+
+
+def release_options():
+    """`workdir.load_model`'s atrous_rates and multi_grid for a checkpoint of the original release."""
+    return {"atrous_rates": _positive_ints(ATROUS_RATES, "6,12,18"), "multi_grid": _positive_ints(MULTI_GRID, "1,2,4")}
+
+
 def resize_options():
     """`evaluator.evaluate`'s `resize` from --min_resize_value, --max_resize_value, --resize_factor; None if
     unset."""
@@ -113,25 +139,3 @@ def resize_options():
         return None
     return {"min_resize_value": MIN_RESIZE_VALUE.value, "max_resize_value": MAX_RESIZE_VALUE.value,
             "resize_factor": RESIZE_FACTOR.value}
-
-
-def require(flag, example):
-    """The flag's value; a usage error naming it (with an example) if it is unset."""
-    if not flag.value:
-        raise app.UsageError(f"--{flag.name} is required, e.g. --{flag.name}={example}")
-    return flag.value
-
-
-@contextlib.contextmanager
-def exit_on_user_error(program):
-    """Ends the program with the error's one-line message (exit status 1) instead of a traceback
-    when a user mistake surfaces: a missing file, an empty split, a wrong checkpoint."""
-    try:
-        yield
-    except tf.errors.ResourceExhaustedError as error:
-        sys.exit(f"{program}: out of memory ({op_error_summary(error)}); evaluate large images "
-                 "in tiles with --window_size=513, or use fewer --eval_scales.")
-    except tf.errors.OpError as error:
-        sys.exit(f"{program}: {op_error_summary(error)}")
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"{program}: {error}")

@@ -46,7 +46,7 @@ def main(argv):
     kwargs = dict(common.inference_options(), dataset_info=common.dataset_info(),
                   output_stride=common.OUTPUT_STRIDE.value, output_dir=common.OUTPUT_DIR.value,
                   max_images=common.MAX_IMAGES.value, precision=common.PRECISION.value,
-                  resize=common.resize_options(),
+                  resize=common.resize_options(), **common.release_options(),
                   progress=evaluator.ProgressPrinter("deeplab-eval"))
     with common.exit_on_user_error("deeplab-eval"):
         if common.OUTPUT_DIR.value:

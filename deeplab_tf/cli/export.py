@@ -80,7 +80,7 @@ def main(argv):
         model, prefix, _ = workdir.load_model(
             checkpoint, output_stride=common.OUTPUT_STRIDE.value,
             num_classes=len(class_names) if class_names else None, precision=common.PRECISION.value,
-            fold_batch_norm=True)
+            fold_batch_norm=True, **common.release_options())
         start = time.perf_counter()
         try:
             version_dir, _ = export.export_version(

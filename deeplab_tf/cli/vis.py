@@ -127,7 +127,7 @@ def main(argv):
             submission.check_empty(output_dir)
         model, _, _ = load_model(checkpoint, output_stride=common.OUTPUT_STRIDE.value,
                                  num_classes=info.num_classes, precision=common.PRECISION.value,
-                                 fold_batch_norm=True)
+                                 fold_batch_norm=True, **common.release_options())
         options.update(total=total, progress=evaluator.ProgressPrinter("deeplab-vis"))
         if SUBMISSION.value:
             predictions = visualizer.predictions(model, examples, **options)

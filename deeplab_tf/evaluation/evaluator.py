@@ -203,7 +203,8 @@ def write_results(output_dir, results, *, step):
 
 def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride=None,
                         scales=(1.0,), flip=False, window_size=None, eval_crop_size=None,
-                        output_dir=None, max_images=None, progress=None, precision="float32", resize=None):
+                        output_dir=None, max_images=None, progress=None, precision="float32", resize=None,
+                        atrous_rates=None, multi_grid=None):
     """Evaluates one checkpoint on a split and records the result at the checkpoint's step.
 
     Args:
@@ -218,6 +219,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
         max_images, progress, resize: see `evaluate`; `resize` is recorded in the results.
         precision: "float32", or "mixed_bfloat16" to compute in bfloat16 (about 2x faster on CPUs
             with bfloat16 matrix units such as AMX; slower on CPUs without them).
+        atrous_rates, multi_grid: a checkpoint of the original release's model (`workdir.load_model`).
 
     Returns:
         (results, JSON path): results are `evaluate`'s metrics plus the checkpoint, step, split
@@ -227,7 +229,7 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
     workdir, prefix = workdir_lib.resolve_checkpoint(checkpoint)
     model, prefix, model_config = workdir_lib.load_model(
         prefix, output_stride=output_stride, num_classes=dataset_info.num_classes, precision=precision,
-        fold_batch_norm=True)
+        fold_batch_norm=True, atrous_rates=atrous_rates, multi_grid=multi_grid)
     output_stride = output_stride or model_config["output_stride"]
     start = time.monotonic()
     metrics = evaluate(model, file_pattern, num_classes=dataset_info.num_classes,

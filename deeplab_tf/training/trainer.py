@@ -8,7 +8,6 @@ position; SIGTERM / Ctrl-C saves before exiting; a NaN loss stops without saving
 """
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -22,12 +21,12 @@ import tensorflow as tf
 from deeplab_tf import data, visualization, workdir as workdir_lib
 from deeplab_tf.constants import ASSUME_FROZEN_WEIGHTS
 from deeplab_tf.data import faults
-from deeplab_tf.modeling import DeepLabV3, resnet
+from deeplab_tf.modeling import DeepLabV3, release, resnet
 from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbone
 from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.class_weights import resolve_class_weights
 from deeplab_tf.training.config import check_config
-from deeplab_tf.training.optimizers import MomentumSGD
+from deeplab_tf.training.optimizers import make_optimizer
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.step import make_train_step
 from deeplab_tf.training.strategies import is_parameter_server, lost_peer_error, make_strategy, own_workdir
@@ -61,16 +60,40 @@ def _is_slim_checkpoint(path):
     return any(name.startswith("resnet_v1") for name in names)
 
 
-def initialize_from(model, path, *, exclude=("logits",)):
-    """Initialises `model` from an ImageNet TF-slim checkpoint or an earlier stage's workdir/checkpoint.
+def _check_release_structure(model, info):
+    """One line naming the config field where the model cannot hold a release checkpoint's weights."""
+    fields = [("model.backbone", model.backbone_name, info.backbone, ""), ("model.head", model.head, info.head, "")]
+    if model.head == info.head == "aspp":
+        fields += [("model.image_pooling", model.image_pooling, info.image_pooling, ""),
+                   ("model.aspp_filters", model.aspp_filters, info.aspp_filters, " filters"),
+                   ("model.atrous_rates", len(model.resolved_atrous_rates), info.num_atrous_rates, " atrous rates")]
+    for field, ours, theirs, unit in fields:
+        if ours != theirs:
+            raise ValueError(f"config.train.init_checkpoint={info.prefix} (the original release's) has {field}="
+                             f"{theirs}{unit}, config.{field} gives {ours}{unit}: set it as the release's train.py "
+                             f"was run.")
 
-    From an earlier stage, variables are matched by their path; those matching an `exclude` regex
-    (e.g. `logits` when the number of classes changes) or whose shape differs are left as initialised.
-    Returns a printable summary.
+
+def initialize_from(model, path, *, exclude=("logits",), optimizer=None, global_step=None):
+    """Initialises `model` from an ImageNet TF-slim checkpoint, a checkpoint of the original release, or an
+    earlier stage's workdir/checkpoint.
+
+    From an earlier stage or the release, variables are matched by their path (the release's by its names);
+    those matching an `exclude` regex (e.g. `logits` when the number of classes changes) keep their initial
+    values. With `optimizer` and `global_step` (config.train.init_continue) the momentum slots and the step
+    are taken too, to continue that training. Returns a printable summary.
     """
     if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
         raise FileNotFoundError(f"config.train.init_checkpoint={path!r} does not exist: give an ImageNet TF-slim "
-                                f"checkpoint (resnet_v1_101.ckpt) or an earlier stage's workdir.")
+                                f"checkpoint (resnet_v1_101.ckpt), a checkpoint of the original release or an "
+                                f"earlier stage's workdir.")
+    if release.is_release_checkpoint(path):
+        _check_release_structure(model, release.inspect_release_checkpoint(path))
+        return release.load_release_checkpoint(model, path, exclude=exclude, optimizer=optimizer,
+                                               global_step=global_step).summary()
+    if optimizer is not None:
+        raise ValueError(f"config.train.init_continue needs a checkpoint with an optimizer state (the original "
+                         f"release's); {path} is not one: to continue one of our runs, train in its --workdir.")
     if _is_slim_checkpoint(path):
         return load_slim_backbone(model.backbone, path).summary()
     source, prefix, _ = workdir_lib.load_model(path)
@@ -203,10 +226,14 @@ def _sample_triptych(model, images, labels, colormap):
     return np.stack(strips)
 
 
-def _write_run_config(config, workdir, extra):
-    tf.io.gfile.makedirs(workdir)
-    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(json.dumps({"config": json.loads(config.to_json_best_effort()), **(extra or {})}, indent=2))
+def _check_same_optimizer(name, workdir):
+    """Refuses to resume a run with the other momentum form: its slots hold another quantity (-lr * a vs a)."""
+    recorded = (workdir_lib.recorded_config(workdir) or {}).get("train", {})
+    # Runs recorded before config.train.optimizer existed trained with Keras' form.
+    previous = recorded.get("optimizer", "keras_sgd") if recorded else name
+    if previous != name:
+        raise ValueError(f"{workdir} was trained with config.train.optimizer={previous}, whose momentum slots "
+                         f"{name} would misread: resume with --config.train.optimizer={previous}.")
 
 
 def _is_chief(strategy):
@@ -268,7 +295,8 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
         # then a write, which loses counts when asynchronous workers race; assign_add is atomic.
         global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        optimizer = MomentumSGD(learning_rate=lambda: schedule(global_step), momentum=train_cfg.momentum)
+        optimizer = make_optimizer(train_cfg.optimizer, learning_rate=lambda: schedule(global_step),
+                                   momentum=train_cfg.momentum)
         if train_cfg.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         # Must happen inside the scope, or the first distributed step fails on a placeholder.
@@ -278,13 +306,15 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
                                          max_to_keep=train_cfg.keep_checkpoints)
     latest = _restore_newest_readable(checkpoint, tf.train.latest_checkpoint(resume_dir), log)
     if latest:
+        _check_same_optimizer(train_cfg.optimizer, workdir)
         log(f"Resuming from {latest} at step {int(global_step.numpy())}.")
     elif train_cfg.init_checkpoint:
-        log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude)))
+        continued = dict(optimizer=optimizer, global_step=global_step) if train_cfg.init_continue else {}
+        log(initialize_from(model, train_cfg.init_checkpoint, exclude=tuple(train_cfg.init_exclude), **continued))
     else:
         log("Training from random initialisation (no config.train.init_checkpoint).")
     workdir_lib.save_model_config(workdir, model)
-    _write_run_config(config, workdir, run_info)
+    workdir_lib.save_run_config(config, workdir, run_info)
 
     ps = is_parameter_server(strategy)
     train_patterns = config.dataset.train_pattern.split(",")  # Several globs, e.g. fine + coarse.
