@@ -77,6 +77,7 @@ def release_to_workdir(checkpoint, workdir, *, output_stride=16, atrous_rates=No
     model, optimizer, global_step, state = _training_state(model_config, "momentum")
     release.load_release_checkpoint(model, info.prefix, optimizer=optimizer if info.has_momentum else None,
                                     global_step=global_step)
+    optimizer.iterations.assign(global_step)  # deeplab-train applies one update per global step.
     config = default_config()
     config.update_from_flattened_dict({
         "dataset.num_classes": info.num_classes, "train.init_checkpoint": info.prefix, "train.optimizer": "momentum",

@@ -26,16 +26,20 @@ class LoadReport:
     loaded: list = dataclasses.field(default_factory=list)
     missing: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
+    excluded: list = dataclasses.field(default_factory=list)
+    note: str = ""
 
     def summary(self):
         lines = [f"Loaded {len(self.loaded)} variables from {self.checkpoint}."]
         if self.missing:
             lines.append(f"{len(self.missing)} model variables not in the checkpoint (kept their initial "
                          f"values): {', '.join(self.missing[:8])}{' ...' if len(self.missing) > 8 else ''}")
+        if self.excluded:
+            lines.append(f"Excluded by config.train.init_exclude: {', '.join(self.excluded)}")
         if self.skipped:
             lines.append(f"{len(self.skipped)} checkpoint variables unused: "
                          f"{', '.join(self.skipped[:8])}{' ...' if len(self.skipped) > 8 else ''}")
-        return "\n".join(lines)
+        return "\n".join(lines + ([self.note] if self.note else []))
 
 
 def conv_bn_names(scope, layer):

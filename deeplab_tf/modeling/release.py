@@ -223,6 +223,7 @@ def load_release_checkpoint(model, path, *, exclude=(), optimizer=None, global_s
     report = LoadReport(checkpoint=prefix)
     for name, variable, _, from_release in release_mapping(model):
         if _excluded(exclude, name, variable.path):
+            report.excluded.append(name)
             continue
         wanted = [name] + ([f"{name}/{MOMENTUM_SLOT}"] if id(variable) in slots else [])
         for key, target in zip(wanted, [variable, slots.get(id(variable))]):
@@ -242,8 +243,12 @@ def load_release_checkpoint(model, path, *, exclude=(), optimizer=None, global_s
     if global_step is not None:
         global_step.assign(int(reader.get_tensor(GLOBAL_STEP)) if GLOBAL_STEP in shapes else 0)
         report.loaded.append(GLOBAL_STEP)
-    used = set(report.loaded)
-    report.skipped = sorted(name for name in shapes if name not in used and name != GLOBAL_STEP)
+    used = set(report.loaded) | {f"{name}/{MOMENTUM_SLOT}" for name in report.excluded} | set(report.excluded)
+    state = {name for name in shapes if name == GLOBAL_STEP or name.endswith("/" + MOMENTUM_SLOT)} - used
+    report.skipped = sorted(set(shapes) - used - state)
+    if state and optimizer is None:
+        report.note = (f"Its training state (global_step and {len(state) - (GLOBAL_STEP in state)} momentum "
+                       f"accumulators) is not taken: config.train.init_continue=True continues that training.")
     return report
 
 
