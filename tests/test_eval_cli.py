@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -113,6 +114,102 @@ def test_evaluation_loop_evaluates_each_new_checkpoint_then_times_out(data):
     assert (first["step"], second["step"]) == (5, 7)
     assert path == str(data["root"] / "loop" / "metrics-7.json")
     assert list(loop) == []  # no new checkpoint within the timeout: the loop ends
+
+
+@pytest.mark.parametrize("trainer", ["deleted it", "was deleting it", "cut it short"])
+def test_the_loop_skips_a_checkpoint_deleted_under_it_but_not_one_cut_short(data, tmp_path, monkeypatch, caplog,
+                                                                           trainer):
+    """Between the loop finding ckpt-5 and reading it, a trainer with keep_checkpoints=1 saves ckpt-7 and deletes
+    ckpt-5 (or is half-way through deleting it): skipped with one warning, ckpt-7 scored. Files there but
+    unreadable are a checkpoint cut short: the loop stops naming it, as before."""
+    workdir = str(tmp_path / "run")
+    shutil.copytree(data["workdir"], workdir)
+    checkpoints = workdir_lib.checkpoint_dir(workdir)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=data["model"]), checkpoints, max_to_keep=1)
+    restore = workdir_lib.restore
+
+    def restore_after_the_trainer_acted(checkpoint, prefix):
+        if prefix.endswith("ckpt-5"):
+            if trainer == "deleted it":
+                manager.save(checkpoint_number=7)
+            else:
+                (data_file,) = glob.glob(prefix + ".data-*")
+                with open(data_file, "r+b") as f:
+                    f.truncate(os.path.getsize(data_file) // 2)
+                if trainer == "was deleting it":  # its index and listing still there
+                    os.remove(data_file)
+                    manager.save(checkpoint_number=7)
+        return restore(checkpoint, prefix)
+
+    monkeypatch.setattr(workdir_lib, "restore", restore_after_the_trainer_acted)
+    loop = evaluator.evaluate_new_checkpoints(workdir, data["pattern"], timeout_secs=0, dataset_info=VOC,
+                                              max_images=1, output_dir=str(tmp_path / "loop"))
+    if trainer == "cut it short":
+        with pytest.raises(workdir_lib.CheckpointReadError, match=r"ckpt-5 cannot be read .*cut short"):
+            next(loop)
+        return
+    assert [results["step"] for results, _ in loop] == [7]
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [f"Skipped {checkpoints}/ckpt-5: the trainer deleted it (config.train.keep_checkpoints) "
+                        f"before it could be read."]
+
+
+def _hold_until_scored(trainer, checkpoints, output_dir):
+    """Pauses the trainer (SIGSTOP) until the evaluation loop has scored its latest checkpoint, which a paused
+    trainer cannot delete (never paused half-way through deleting one)."""
+    while True:
+        os.kill(trainer.pid, signal.SIGSTOP)
+        latest = tf.train.latest_checkpoint(checkpoints)
+        if latest and not workdir_lib.checkpoint_deleted(latest):
+            break
+        os.kill(trainer.pid, signal.SIGCONT)
+        time.sleep(0.2)
+    try:
+        scored = output_dir / f"metrics-{workdir_lib.checkpoint_step(latest)}.json"
+        deadline = time.monotonic() + 300
+        while not scored.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        os.kill(trainer.pid, signal.SIGCONT)
+
+
+def test_the_console_loop_beside_a_trainer_that_keeps_one_checkpoint(tmp_path):
+    """The installed deeplab-eval --loop beside the installed deeplab-train saving every 3 steps and keeping 1: the
+    checkpoints it finds are deleted under it every few seconds (it ended in 'cut short or corrupt' at the first);
+    it skips those, scores the ones it can read and ends 0 after the last. Once, the trainer waits for the loop to
+    score the checkpoint in hand, so that at least one before the last is scored whatever the machine's speed."""
+    from training_utils import make_learnable_voc, small_config
+
+    tfrecords = make_learnable_voc(str(tmp_path / "voc"))
+    config = small_config(tfrecords, steps=18, checkpoint_every_steps=3, keep_checkpoints=1,
+                          image_summary_every_steps=1000)
+    config_file = tmp_path / "config.py"
+    config_file.write_text("import ml_collections, json\n\n"
+                           f"def get_config():\n    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+    workdir, output_dir = tmp_path / "run", tmp_path / "eval"
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    trainer = subprocess.Popen(["deeplab-train", f"--config={config_file}", f"--workdir={workdir}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+    evaluation = None
+    try:
+        for line in trainer.stdout:
+            if line.startswith("step 1/"):  # training runs: start the loop beside it
+                evaluation = subprocess.Popen(
+                    ["deeplab-eval", f"--checkpoint={workdir}", f"--eval_pattern={tfrecords}/val-*", "--loop",
+                     "--loop_timeout_secs=10", "--max_images=1", f"--output_dir={output_dir}"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
+            if line.startswith("step 9/"):
+                _hold_until_scored(trainer, workdir / "checkpoints", output_dir)
+                break
+    finally:
+        trainer_output = trainer.communicate(timeout=600)[0]
+        evaluation_errors = evaluation.communicate(timeout=600)[1] if evaluation else ""
+    assert trainer.returncode == 0, trainer_output[-3000:]
+    assert evaluation.returncode == 0, evaluation_errors[-3000:]
+    scored = sorted(int(name[len("metrics-"):-len(".json")]) for name in os.listdir(output_dir)
+                    if name.endswith(".json"))
+    assert len(scored) >= 2 and scored[-1] == 18, (scored, evaluation_errors[-3000:])
+    assert "cut short" not in evaluation_errors
 
 
 def _write_split(path, label, filename):

@@ -277,7 +277,8 @@ def evaluate_new_checkpoints(checkpoint_dir, file_pattern, *, timeout_secs, **kw
     for prefix in tf.train.checkpoints_iterator(checkpoint_dir, timeout=timeout_secs):
         try:
             yield evaluate_checkpoint(prefix, file_pattern, **kwargs)
-        except (FileNotFoundError, tf.errors.NotFoundError):
-            if tf.io.gfile.exists(prefix + ".index"):
+        except FileNotFoundError:
+            if not workdir_lib.checkpoint_deleted(prefix):
                 raise
-            logging.warning("Skipped %s: deleted before it could be evaluated.", prefix)
+            logging.warning("Skipped %s: the trainer deleted it (config.train.keep_checkpoints) before it could "
+                            "be read.", prefix)
