@@ -94,9 +94,6 @@ OPTION_MISTAKES = {
     "window_size negative": (dict(window_size=-17), r"window_size must be an int N .*or \(height, width\)"),
     "window_size three values": (dict(window_size=(17, 17, 3)), r"window_size must be an int N"),
     "window_size a bool": (dict(window_size=True), r"window_size must be an int N"),
-    "image larger than eval_crop_size": (
-        dict(eval_crop_size=(33, 40)),
-        r"^the image is 33x41 \(height x width\), larger than eval_crop_size=\(33, 40\): pass an eval_crop_size"),
 }
 
 

@@ -183,11 +183,13 @@ def test_an_output_dir_inside_the_image_dir_is_not_segmented_again(data, tmp_pat
     assert sorted(os.listdir(images / "vis" / "index")) == ["grey.png", "photo.png"]
 
 
-def test_an_image_larger_than_the_eval_crop_is_named_with_the_flag(data, tmp_path):
-    message = _fails(checkpoint=data["workdir"], image_dir=data["images"], output_dir=str(tmp_path),
-                     eval_crop_size="30,40")
-    assert message == ("deeplab-vis: image 'grey' is 33x41, larger than the eval crop 30x40 (--eval_crop_size): "
-                       "give a canvas at least that large, or drop the flag to segment each image at its own size.")
+def test_an_image_larger_than_the_eval_crop_is_named_with_the_canvas_it_gets(data, tmp_path, capsys):
+    """The fallback the served model takes too: sides longer than the crop grow to output_stride * k + 1."""
+    run_main(vis_cli, checkpoint=data["workdir"], image_dir=data["images"], output_dir=str(tmp_path),
+             eval_crop_size="30,40")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "larger than the eval crop" in line]
+    assert lines == [f"deeplab-vis: image '{name}' is 33x41, larger than the eval crop 30x40 (--eval_crop_size): "
+                     "segmented on a 33x49 canvas (sides grown to output_stride * k + 1)" for name in ("grey", "photo")]
 
 
 def test_image_ids_with_extensions_and_macos_metadata_files(data, tmp_path):

@@ -9,7 +9,9 @@
 
 Writes <output_dir>/index/<name>.png (class indices: the format evaluation servers take),
 <output_dir>/color/<name>.png (the colourised prediction) and <output_dir>/overlay/<name>.png, each
-at the image's size. Images of any mode (greyscale, RGBA, palette) are read as RGB.
+at the image's size. Images of any mode (greyscale, RGBA, palette) are read as RGB. With
+--eval_crop_size, an image larger than the canvas is segmented on a canvas grown to hold it (a line names
+it), as the SavedModel deeplab-export writes serves it; deeplab-eval refuses such an image.
 With --submission=voc2012|cityscapes it writes only what that benchmark's test server takes, and the
 archive to upload (see evaluation/submission.py).
 """
@@ -128,7 +130,8 @@ def main(argv):
         model, _, _ = load_model(checkpoint, output_stride=common.OUTPUT_STRIDE.value,
                                  num_classes=info.num_classes, precision=common.PRECISION.value,
                                  fold_batch_norm=True, **common.release_options())
-        options.update(total=total, progress=evaluator.ProgressPrinter("deeplab-vis"))
+        options.update(total=total, progress=evaluator.ProgressPrinter("deeplab-vis"),
+                       log=lambda line: print(f"deeplab-vis: {line}", flush=True))
         if SUBMISSION.value:
             predictions = visualizer.predictions(model, examples, **options)
             written, archive = submission.write_submission(

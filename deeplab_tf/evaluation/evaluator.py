@@ -54,19 +54,42 @@ def model_pad_value(model):
     return pad_value(backbone) if backbone else MEAN_RGB
 
 
-def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None, output="labels"):
+def canvas_options(model, images, eval_crop_size, *, grow_canvas=False):
+    """`inference.predict`'s canvas arguments for `model` on `images`: none without `eval_crop_size`, else
+    the canvas and `model_pad_value(model)`.
+
+    Args:
+        model: the segmentation model (its `output_stride` and backbone name, where it has them).
+        images: the [B, H, W, 3] images to segment.
+        eval_crop_size: (height, width) of the canvas, or None.
+        grow_canvas: give an image larger than `eval_crop_size` `inference.canvas_for`'s grown canvas
+            (deeplab-vis, `segment`, the served model) instead of an error (deeplab-eval, the release's
+            measurement).
+    """
+    if not eval_crop_size:
+        return {}
+    canvas = tuple(eval_crop_size)
+    if grow_canvas:
+        # A model that names no output stride (any callable) gets sides of the image's own length.
+        canvas = inference.canvas_for(tf.shape(images)[1:3], canvas, getattr(model, "output_stride", 1))
+    return {"eval_crop_size": canvas, "pad_value": model_pad_value(model)}
+
+
+def make_predict_fn(model, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None, output="labels",
+                    grow_canvas=False):
     """`inference.predict` of one image, traced once for every image size.
 
-    With `eval_crop_size` the image is padded to that canvas with `model_pad_value(model)`.
+    With `eval_crop_size` the image is padded to that canvas with `model_pad_value(model)`; an image larger
+    than it is an error, or with `grow_canvas` padded to `inference.canvas_for`'s canvas.
 
     Returns:
         A function float32 [1, H, W, 3] (RGB, 0..255) -> int32 labels [1, H, W] (or float32
         probabilities [1, H, W, C] with ``output="probabilities"``).
     """
-    canvas = dict(eval_crop_size=tuple(eval_crop_size), pad_value=model_pad_value(model)) if eval_crop_size else {}
     return tf.function(
         lambda images: inference.predict(model, images, scales=scales, flip=flip, output=output,
-                                         window_size=window_size, **canvas),
+                                         window_size=window_size,
+                                         **canvas_options(model, images, eval_crop_size, grow_canvas=grow_canvas)),
         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
 
 

@@ -98,26 +98,56 @@ def sliding_window_logits(model, images, *, window_size, stride=None):
     return logits
 
 
+def canvas_for(image_size, eval_crop_size, output_stride):
+    """The canvas an image is padded to: `eval_crop_size`, each side the image is longer than grown to
+    the smallest output_stride * k + 1 that holds it (the form the release's canvases have, so pixel
+    centres stay on the feature grid).
+
+    deeplab-vis, `segment` and the served model take this fallback for images larger than the canvas;
+    deeplab-eval refuses them (`pad_to_canvas`), as the release's evaluation does.
+
+    Args:
+        image_size: (height, width), Python ints or an int32 tensor [2] (traced, dynamic sizes).
+        eval_crop_size: (height, width) of the canvas.
+        output_stride: the model's output stride.
+
+    Returns:
+        int32 tensor [2]: the canvas's (height, width).
+    """
+    size = tf.cast(image_size, tf.int32)
+    crop = tf.constant(eval_crop_size, tf.int32)
+    grown = -(-(size - 1) // output_stride) * output_stride + 1  # ceil((side - 1) / output_stride) strides
+    return tf.where(size > crop, grown, crop)
+
+
 def pad_to_canvas(images, canvas_size, pad_value=MEAN_RGB):
     """Pads images [B, H, W, 3] bottom/right to `canvas_size` (H', W') with the RGB `pad_value`.
 
+    Args:
+        images: [B, H, W, 3].
+        canvas_size: (height, width) ints, or an int32 tensor [2] (`canvas_for`).
+        pad_value: RGB value of the padding.
+
     Raises:
-        InvalidArgumentError: an image is larger than the canvas (the release's evaluation fails there
-            too); the message names the eval crop size.
+        InvalidArgumentError: an image is larger than a canvas of ints (the release's evaluation fails
+            there too); the message names the eval crop size.
     """
-    canvas_height, canvas_width = canvas_size
+    canvas_height, canvas_width = canvas_size[0], canvas_size[1]
     size = tf.shape(images)[1:3]
-    check = tf.debugging.assert_less_equal(
-        size, tf.constant([canvas_height, canvas_width]),
-        message=f"the image is larger than the eval crop size {canvas_height}x{canvas_width} (--eval_crop_size, "
-                "config.dataset.eval_crop_size): use one at least as large as the largest image (the paper's: "
-                "513,513 on PASCAL VOC, 1025,2049 on Cityscapes) or none to evaluate each image at its size")
-    with tf.control_dependencies([check]):
-        paddings = [[0, 0], [0, canvas_height - size[0]], [0, canvas_width - size[1]]]
+    if not tf.is_tensor(canvas_size):  # a `canvas_for` canvas holds its image by construction
+        check = tf.debugging.assert_less_equal(
+            size, tf.constant([canvas_height, canvas_width]),
+            message=f"the image is larger than the eval crop size {canvas_height}x{canvas_width} (--eval_crop_size, "
+                    "config.dataset.eval_crop_size): use one at least as large as the largest image (the paper's: "
+                    "513,513 on PASCAL VOC, 1025,2049 on Cityscapes) or none to evaluate each image at its size")
+        with tf.control_dependencies([check]):
+            size = tf.identity(size)
+    paddings = [[0, 0], [0, canvas_height - size[0]], [0, canvas_width - size[1]]]
     # Channel by channel, so the padding holds the pad value exactly (no x - v + v rounding).
     channels = [tf.pad(images[..., c], paddings, constant_values=value) for c, value in enumerate(pad_value)]
     padded = tf.stack(channels, axis=-1)
-    padded.set_shape([images.shape[0], canvas_height, canvas_width, images.shape[3]])
+    padded.set_shape([images.shape[0], tf.get_static_value(canvas_height), tf.get_static_value(canvas_width),
+                      images.shape[3]])
     return padded
 
 
@@ -139,7 +169,8 @@ def predict(model, images, *, scales=(1.0,), flip=False, output="labels", window
             (`sliding_window_logits`) instead of the whole (scaled) image.
         eval_crop_size: (height, width) of the canvas the images are padded to (`pad_to_canvas`)
             before anything else, the original evaluation protocol; the result is cropped back to the
-            input size. None runs the images at their own size.
+            input size. Ints, or an int32 tensor [2] (a canvas per image: `canvas_for`). None runs
+            the images at their own size.
         pad_value: RGB value of the canvas padding: the model backbone's `resnet.pad_value`.
     """
     if output not in ("labels", "probabilities"):
@@ -149,7 +180,7 @@ def predict(model, images, *, scales=(1.0,), flip=False, output="labels", window
     images = tf.cast(images, tf.float32)
     size = tf.shape(images)[1:3]
     if eval_crop_size is not None:
-        if len(eval_crop_size) != 2 or min(eval_crop_size) <= 0:
+        if not tf.is_tensor(eval_crop_size) and (len(eval_crop_size) != 2 or min(eval_crop_size) <= 0):
             raise ValueError(f"eval_crop_size must be (height, width) in pixels, got {eval_crop_size!r}")
         on_canvas = predict(model, pad_to_canvas(images, eval_crop_size, pad_value), scales=scales, flip=flip,
                             output=output, window_size=window_size)

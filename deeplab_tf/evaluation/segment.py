@@ -162,20 +162,12 @@ def fits_crop(image, eval_crop_size):
     return not eval_crop_size or (image.shape[0] <= eval_crop_size[0] and image.shape[1] <= eval_crop_size[1])
 
 
-def _check_fits(pixels, eval_crop_size):
-    """An image larger than the eval crop cannot be padded to it: refused before tracing."""
-    if not fits_crop(pixels, eval_crop_size):
-        height, width = pixels.shape[:2]
-        raise ValueError(f"the image is {height}x{width} (height x width), larger than eval_crop_size="
-                         f"{eval_crop_size}: pass an eval_crop_size at least as large as the image (the "
-                         "paper's (513, 513) on PASCAL VOC), or None to segment it at its own size.")
-
-
 @functools.lru_cache(maxsize=4)
 def _predict_fn(model, scales, flip, window_size, eval_crop_size, output):
-    """One traced prediction function per model and options (a few kept, each holding its model)."""
+    """One traced prediction function per model and options (a few kept, each holding its model); an image
+    larger than the eval crop gets `inference.canvas_for`'s canvas, as in deeplab-vis and the served model."""
     return make_predict_fn(model, scales=scales, flip=flip, window_size=window_size,
-                           eval_crop_size=eval_crop_size, output=output)
+                           eval_crop_size=eval_crop_size, output=output, grow_canvas=True)
 
 
 def segment(model, image, *, scales=(1.0,), flip=False, eval_crop_size=None, window_size=None,
@@ -192,8 +184,9 @@ def segment(model, image, *, scales=(1.0,), flip=False, eval_crop_size=None, win
             positive numbers) and left-right flips (the paper's evaluation: scales
             (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip True).
         eval_crop_size: (height, width), or N for N x N, of the canvas the image is padded to first,
-            as the original release evaluates (513, 513 on PASCAL VOC); at least the image's size.
-            None runs it at its own size.
+            as the original release evaluates (513, 513 on PASCAL VOC). A side the image is longer than
+            grows to the smallest output_stride * k + 1 holding it (`inference.canvas_for`, as deeplab-vis
+            and the served model do; deeplab-eval refuses such images). None runs it at its own size.
         window_size: run the model on overlapping tiles of this size, (height, width) or N for N x N
             (bounded memory).
         output: "labels" or "probabilities".
@@ -202,8 +195,8 @@ def segment(model, image, *, scales=(1.0,), flip=False, eval_crop_size=None, win
         numpy int32 [H, W] class ids, or float32 [H, W, num_classes] probabilities.
 
     Raises:
-        ValueError, TypeError: an image `to_rgb_array` refuses, an option out of its range, or an
-            image larger than `eval_crop_size` (before anything runs).
+        ValueError, TypeError: an image `to_rgb_array` refuses or an option out of its range (before
+            anything runs).
 
     Example:
         >>> model = deeplab_tf.load_model("runs/voc_os16", output_stride=8)
@@ -216,6 +209,5 @@ def segment(model, image, *, scales=(1.0,), flip=False, eval_crop_size=None, win
     eval_crop_size = _size("eval_crop_size", eval_crop_size)
     window_size = _size("window_size", window_size)
     pixels = to_rgb_array(image)
-    _check_fits(pixels, eval_crop_size)
     predict = _predict_fn(model, scales, bool(flip), window_size, eval_crop_size, output)
     return predict(pixels[np.newaxis].astype(np.float32))[0].numpy()

@@ -11,7 +11,7 @@ import numpy as np
 from deeplab_tf import visualization
 from deeplab_tf.data import eval_dataset, faults, image_io
 from deeplab_tf.data.errors import DataError
-from deeplab_tf.evaluation.evaluator import count_examples
+from deeplab_tf.evaluation.evaluator import canvas_options, count_examples
 from deeplab_tf.evaluation.segment import fits_crop, read_rgb_image, segment
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -102,21 +102,25 @@ def split_examples(file_pattern):
 
 
 def predictions(model, examples, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None,
-                total=None, progress=None):
+                total=None, progress=None, log=None):
     """Segments each image: yields (name, image, label map at the image's size) in order.
 
     Args:
         model: the segmentation model (see `inference.predict`).
         examples: iterable of (name, uint8 RGB image [H, W, 3]).
-        scales, flip, window_size, eval_crop_size: inference options, see `inference.predict`.
+        scales, flip, window_size, eval_crop_size: inference options, see `inference.predict`; an image
+            larger than `eval_crop_size` is segmented on `inference.canvas_for`'s grown canvas, as the
+            served model does.
         total: number of examples, for `progress`.
         progress: optional callable ``progress(images_done, total)`` after each image.
+        log: optional callable given a line naming each image larger than `eval_crop_size` and its canvas.
     """
     for done, (name, image) in enumerate(examples, start=1):
-        if not fits_crop(image, eval_crop_size):  # segment checks it too; here the message names the image
-            raise ValueError(f"image {name!r} is {image.shape[0]}x{image.shape[1]}, larger than the eval crop "
-                             f"{eval_crop_size[0]}x{eval_crop_size[1]} (--eval_crop_size): give a canvas at least "
-                             "that large, or drop the flag to segment each image at its own size.")
+        if log and not fits_crop(image, eval_crop_size):  # segment grows the canvas the same way
+            canvas = canvas_options(model, image[np.newaxis], eval_crop_size, grow_canvas=True)["eval_crop_size"]
+            log(f"image {name!r} is {image.shape[0]}x{image.shape[1]}, larger than the eval crop "
+                f"{eval_crop_size[0]}x{eval_crop_size[1]} (--eval_crop_size): segmented on a "
+                f"{'x'.join(str(side) for side in canvas.numpy())} canvas (sides grown to output_stride * k + 1)")
         yield name, image, segment(model, image, scales=scales, flip=flip, window_size=window_size,
                                    eval_crop_size=eval_crop_size)
         if progress:
