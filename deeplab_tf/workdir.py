@@ -127,6 +127,22 @@ def recorded_config(workdir):
         raise ValueError(f"{path} is not the JSON deeplab-train writes ({error}): restore it or remove it.") from None
 
 
+def recorded_eval_crop_size(workdir):
+    """The evaluation canvas (height, width) the run's config.json records (config.dataset.eval_crop_size),
+    or None when it records none (an empty list: each image at its own size) or there is no config.json.
+
+    Raises:
+        ValueError: the recorded value is not [height, width] in pixels (the message names the file).
+    """
+    crop = (recorded_config(workdir) or {}).get("dataset", {}).get("eval_crop_size")
+    if not crop:
+        return None
+    if not (isinstance(crop, list) and len(crop) == 2 and all(isinstance(side, int) and side > 0 for side in crop)):
+        raise ValueError(f"{os.path.join(workdir, RUN_CONFIG)}: config.dataset.eval_crop_size is {crop!r}, not "
+                         "[height, width] in pixels: fix it, or give the canvas (--eval_crop_size).")
+    return tuple(crop)
+
+
 def load_model_config(workdir):
     path = os.path.join(workdir, MODEL_CONFIG)
     if not tf.io.gfile.exists(path):

@@ -116,13 +116,6 @@ def test_bad_eval_crop_sizes_are_usage_errors(data, value):
         run_main(eval_cli, checkpoint=data["workdir"], eval_pattern=data["pattern"], eval_crop_size=value)
 
 
-def test_export_refuses_the_eval_crop(data, tmp_path):
-    from deeplab_tf.cli import export as export_cli
-
-    with pytest.raises(app.UsageError, match="--eval_crop_size"):
-        run_main(export_cli, checkpoint=data["workdir"], export_dir=str(tmp_path / "export"), eval_crop_size="65")
-
-
 def test_post_training_evaluation_uses_the_configs_eval_crop(data):
     config = default_config()
     config.dataset.eval_pattern = data["pattern"]

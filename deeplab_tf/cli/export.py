@@ -4,8 +4,10 @@
         --eval_output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --flip
 
 writes the next version, /models/deeplab/<n>/, the layout `tensorflow_model_server
---model_base_path=/models/deeplab` polls. The output stride, scales, flip and window size are fixed at
-export and recorded in the SavedModel; see docs/export.md for its signatures and for serving it.
+--model_base_path=/models/deeplab` polls. The output stride, scales, flip, window size and eval canvas
+are fixed at export and recorded in the SavedModel; the canvas defaults to the one the workdir's
+config.json evaluates on (--eval_crop_size=none: each image at its own size). See docs/export.md for
+the signatures and for serving it.
 """
 
 import os
@@ -19,6 +21,7 @@ from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before Tensor
 from deeplab_tf import export, workdir
 from deeplab_tf.cli import common
 from deeplab_tf.data.errors import check_output_dir
+from deeplab_tf.evaluation import evaluator
 
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "Base directory of the exported versions (TF Serving's --model_base_path).")
@@ -55,8 +58,20 @@ def _check_tflite_path(path):
     check_output_dir(folder, name=f"--tflite_path={path}: its folder {folder}")
 
 
-def _report(path, seconds):
-    print(f"deeplab-export: wrote {path} in {seconds:.1f} s ({export.disk_size(path) / 1e6:.1f} MB)", flush=True)
+def _eval_crop_size(checkpoint, given):
+    """(canvas, where it comes from): --eval_crop_size when given (None for none), else the eval canvas the
+    checkpoint's workdir records in its config.json (None without one)."""
+    if common.EVAL_CROP_SIZE.present:
+        return given, "--eval_crop_size"
+    run = workdir.resolve_checkpoint(checkpoint)[0]
+    recorded = workdir.recorded_eval_crop_size(run)
+    return recorded, (f"the eval_crop_size of {os.path.join(run, workdir.RUN_CONFIG)}" if recorded else
+                      f"{run} records no eval canvas")
+
+
+def _report(path, seconds, note=""):
+    print(f"deeplab-export: wrote {path} in {seconds:.1f} s ({export.disk_size(path) / 1e6:.1f} MB){note}",
+          flush=True)
 
 
 def main(argv):
@@ -65,9 +80,6 @@ def main(argv):
     checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
     export_dir = common.require(_EXPORT_DIR, "/models/deeplab")
     options = common.inference_options()
-    if options.pop("eval_crop_size"):
-        raise app.UsageError("--eval_crop_size is an evaluation protocol (deeplab-eval, deeplab-vis); the "
-                             "exported model segments each image at its own size: drop the flag.")
     class_names = _class_names()
     if _TFLITE_PATH.value and common.PRECISION.value != "float32":
         raise app.UsageError("--tflite_path needs --precision=float32: TFLite has no bfloat16 kernels.")
@@ -77,6 +89,7 @@ def main(argv):
     with common.exit_on_user_error("deeplab-export"):
         if _TFLITE_PATH.value:  # before a SavedModel version is written, not after
             _check_tflite_path(_TFLITE_PATH.value)
+        options["eval_crop_size"], source = _eval_crop_size(checkpoint, options["eval_crop_size"])
         model, prefix, _ = workdir.load_model(
             checkpoint, output_stride=common.OUTPUT_STRIDE.value,
             num_classes=len(class_names) if class_names else None, precision=common.PRECISION.value,
@@ -87,7 +100,8 @@ def main(argv):
                 model, export_dir, version=_VERSION.value, overwrite=_OVERWRITE.value, **options,
                 include_probabilities=_INCLUDE_PROBABILITIES.value, weights_dtype=_WEIGHTS_DTYPE.value,
                 max_image_pixels=_MAX_IMAGE_PIXELS.value, class_names=class_names, checkpoint=prefix)
-            _report(version_dir, time.perf_counter() - start)
+            _report(version_dir, time.perf_counter() - start,
+                    f", {evaluator.protocol_description(options['eval_crop_size'])} ({source})")
             if _TFLITE_PATH.value:
                 start = time.perf_counter()
                 export.export_tflite(version_dir, _TFLITE_PATH.value,

@@ -4,8 +4,10 @@ The exported `tf.Module` owns copies of the model's weights (optionally stored i
 as plain `tf.Variable`s and runs the Keras model on them through `keras.StatelessScope`: a SavedModel
 that tracks the Keras model itself loads in Python but not in the C++ loader (TF Serving,
 `saved_model_cli run`). Both signatures run `deeplab_tf.evaluation.inference.predict`, the code
-evaluation and visualisation use, with the model's output stride and the scales, flip and window
-size fixed at export time.
+evaluation and visualisation use, with the model's output stride and the scales, flip, window size
+and eval canvas fixed at export time. With an eval canvas (`eval_crop_size`, the release's protocol)
+each image is padded to it as deeplab-eval and deeplab-vis pad it, an image larger than the canvas
+to deeplab-vis's grown canvas (`inference.canvas_for`), and the outputs are cropped back to the image.
 
 Signatures:
     serving_default: image_bytes string [B] (JPEG, PNG, GIF, BMP or WebP, each of any size; upright by an
@@ -16,8 +18,8 @@ Signatures:
     predict_images: images float32 [B, H, W, 3] RGB in 0..255 ->
         labels int32 [B, H, W], optionally probabilities float32 [B, H, W, C].
 
-The settings (output stride, scales, flip, class names, ...) are recorded in the SavedModel as the
-JSON string variable `settings_json` and in `assets.extra/deeplab_export.json`.
+The settings (output stride, scales, flip, eval canvas, class names, ...) are recorded in the SavedModel
+as the JSON string variable `settings_json` and in `assets.extra/deeplab_export.json`.
 """
 
 import contextlib
@@ -28,6 +30,7 @@ import time
 import keras
 import tensorflow as tf
 
+from deeplab_tf.evaluation.evaluator import canvas_options
 from deeplab_tf.evaluation.inference import predict
 from deeplab_tf.export.decoding import check_pixels, decode_image_bytes
 
@@ -73,6 +76,7 @@ def _serving_module(model, settings):
     max_pixels = settings["max_image_pixels"]
     with_probabilities = settings["include_probabilities"]
     options = dict(scales=tuple(settings["scales"]), flip=settings["flip"], window_size=settings["window_size"])
+    eval_crop_size = settings["eval_crop_size"]
 
     # One function that every scale, flip and signature calls: the SavedModel then holds one copy of
     # the network's graph instead of one per pass, which makes saving several times faster.
@@ -88,9 +92,11 @@ def _serving_module(model, settings):
 
     def outputs(images):
         """{"labels"[, "probabilities"]} of `predict`; labels are then the argmax of the probabilities."""
+        # deeplab-vis's canvas: the images are padded with the model's pad value, the outputs cropped back.
+        canvas = canvas_options(model, images, eval_crop_size, grow_canvas=True)
         if not with_probabilities:
-            return {"labels": predict(network, images, **options)}
-        probabilities = predict(network, images, output="probabilities", **options)
+            return {"labels": predict(network, images, **options, **canvas)}
+        probabilities = predict(network, images, output="probabilities", **options, **canvas)
         return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32), "probabilities": probabilities}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")], autograph=False)
@@ -129,7 +135,7 @@ def _serving_module(model, settings):
     return module
 
 
-def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_size=None,
+def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_size=None, eval_crop_size=None,
                        include_probabilities=False, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
                        weights_dtype="float32", class_names=None, checkpoint=None):
     """Writes `model` as a SavedModel with the `serving_default` and `predict_images` signatures.
@@ -141,6 +147,9 @@ def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_s
         export_dir: the SavedModel directory (for TF Serving `<base>/<version>`: see `export_version`).
         scales, flip, window_size: multi-scale, left-right flip and sliding-window inference, as in
             `deeplab_tf.evaluation.inference.predict`.
+        eval_crop_size: (height, width) of the canvas every image is padded to, the evaluation protocol
+            of the original release (`predict`'s `eval_crop_size`); an image larger than it gets
+            `inference.canvas_for`'s grown canvas, as in deeplab-vis. None: each image at its own size.
         include_probabilities: also output the per-class probabilities.
         max_image_pixels: larger images are refused with InvalidArgument (the server's memory bound).
         weights_dtype: "float32", or "bfloat16"/"float16" to store the float32 weights at half the
@@ -156,11 +165,14 @@ def export_saved_model(model, export_dir, *, scales=(1.0,), flip=False, window_s
     class_names = list(class_names or (f"class_{i}" for i in range(model.num_classes)))
     if len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names given for a model with {model.num_classes} classes.")
+    if eval_crop_size is not None and (len(eval_crop_size) != 2 or min(eval_crop_size) <= 0):
+        raise ValueError(f"eval_crop_size must be (height, width) in pixels or None, got {eval_crop_size!r}.")
     settings = {
         "output_stride": model.output_stride,
         "scales": [float(scale) for scale in scales],
         "flip": bool(flip),
         "window_size": list(window_size) if window_size else None,
+        "eval_crop_size": [int(side) for side in eval_crop_size] if eval_crop_size else None,  # None: own size
         "include_probabilities": bool(include_probabilities),
         "max_image_pixels": int(max_image_pixels),
         "label_padding": LABEL_PADDING,
