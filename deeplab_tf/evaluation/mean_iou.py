@@ -16,6 +16,17 @@ def labels_and_logits(y_true, y_pred):
     return labels, tf.cast(y_pred, tf.float32)
 
 
+def check_class_count(logits, count, message):
+    """ValueError(`message` formatted with the logits' `classes`) when they are not `count`.
+
+    Checked on the static shape, so a mismatch stops the first call or trace with one line instead of a
+    silently wrong score or an op error deep inside the graph.
+    """
+    classes = logits.shape[-1]
+    if classes is not None and classes != count:
+        raise ValueError(message.format(classes=classes))
+
+
 @keras.saving.register_keras_serializable(package="deeplab_tf")
 class MeanIoU(keras.metrics.Metric):
     """Mean intersection-over-union over everything seen since the last reset, as deeplab-eval scores it.
@@ -27,7 +38,7 @@ class MeanIoU(keras.metrics.Metric):
     logits at the output stride) are first resized bilinearly to the labels, as inference does.
 
     Args:
-        num_classes: number of classes C of the logits.
+        num_classes: number of classes C of the logits (another count is refused at the first update).
         ignore_label: label value excluded from the counts.
 
     Example:
@@ -46,6 +57,8 @@ class MeanIoU(keras.metrics.Metric):
         if sample_weight is not None:
             raise ValueError("MeanIoU does not take sample weights: label pixels to skip with the ignore label.")
         labels, logits = labels_and_logits(y_true, y_pred)
+        check_class_count(logits, self.num_classes, f"MeanIoU(num_classes={self.num_classes}) got logits of "
+                          "{classes} classes: give num_classes={classes}, the model's class count.")
         predictions = tf.argmax(resize_bilinear(logits, tf.shape(labels)[1:3]), axis=-1)
         self.confusion.assign_add(metrics.confusion_matrix(
             labels, predictions, num_classes=self.num_classes, ignore_label=self.ignore_label))

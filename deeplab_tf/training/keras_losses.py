@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_tf.constants import IGNORE_LABEL
-from deeplab_tf.evaluation.mean_iou import labels_and_logits
+from deeplab_tf.evaluation.mean_iou import check_class_count, labels_and_logits
 from deeplab_tf.modeling.layers import resize_bilinear
 from deeplab_tf.training.class_weights import check_class_weights
 from deeplab_tf.training.losses import resize_labels_nearest, segmentation_loss_terms
@@ -31,8 +31,8 @@ class SegmentationLoss(keras.losses.Loss):
         ignore_label: label value left out.
         top_k_percent_pixels: fraction of pixels kept by hard pixel mining (1.0 keeps all).
         upsample_logits: see above.
-        class_weights: None (unweighted, as the paper) or one non-negative float per class, e.g. the
-            `weights` of a workdir's class_weights.json.
+        class_weights: None (unweighted, as the paper) or one non-negative float per class of the logits
+            (another count is refused at the first call), e.g. the `weights` of a workdir's class_weights.json.
 
     Example:
         >>> model = DeepLabV3(num_classes=21, backbone="resnet_v1_50", weight_decay=1e-4)
@@ -54,6 +54,9 @@ class SegmentationLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         labels, logits = labels_and_logits(y_true, y_pred)
+        if self.class_weights is not None:
+            check_class_count(logits, len(self.class_weights), f"SegmentationLoss got {len(self.class_weights)} "
+                              "class_weights for logits of {classes} classes: give one weight per class.")
         # Resizing to the same size with corners aligned is the identity, so no branch on the sizes.
         if self.upsample_logits:
             logits = resize_bilinear(logits, tf.shape(labels)[1:3])
