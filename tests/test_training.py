@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.training import losses
+from deeplab_tf.training.config import check_config, recorded_run_config
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.trainer import build_model, train
 from training_utils import make_learnable_voc, small_config
@@ -99,6 +100,105 @@ def test_bad_configs_fail_before_training(tfrecords, tmp_path, override, message
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         train(config, str(tmp_path / "run"), log=lambda line: None)
     assert not os.path.exists(workdir_lib.checkpoint_dir(str(tmp_path / "run")))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("train.crop_size", (65, "abc"), "config.train.crop_size=(65, 'abc') is not N or H,W in pixels, e.g. 513 or 513,513."),
+    ("train.crop_size", (65, 65, 3), "config.train.crop_size=(65, 65, 3) is not N or H,W in pixels"),
+    ("train.crop_size", (0, 65), "config.train.crop_size=(0, 65) is not N or H,W in pixels"),
+    ("train.steps", -5, "config.train.steps=-5 is not a whole number from 1 up."),
+    ("train.batch_size", 2.5, "config.train.batch_size=2.5 is not a whole number from 1 up."),
+    ("train.steps_per_schedule", 0, "config.train.steps_per_schedule=0 is not a whole number from 1 up."),
+    ("train.log_every_steps", 0, "config.train.log_every_steps=0 is not a whole number from 1 up."),
+    ("train.keep_checkpoints", True, "config.train.keep_checkpoints=True is not a whole number from 1 up."),
+    ("train.warmup_steps", -1, "config.train.warmup_steps=-1 is not a whole number from 0 up (0: off)."),
+    ("train.min_resize_value", -513, "config.train.min_resize_value=-513 is not a whole number from 0 up"),
+    ("train.seed", -1, "config.train.seed=-1 is not a whole number in 0..2**32-1."),
+    ("train.flip", "yes", "config.train.flip='yes' is not True or False."),
+    ("train.base_learning_rate", float("nan"), "config.train.base_learning_rate=nan is not a number > 0."),
+    ("train.checkpoint_every_minutes", 0.0, "config.train.checkpoint_every_minutes=0.0 is not a number > 0."),
+    ("train.momentum", 1.5, "config.train.momentum=1.5 is not a number in [0, 1)."),
+    ("train.top_k_percent_pixels", 0.0, "config.train.top_k_percent_pixels=0.0 is not a fraction in (0, 1]."),
+    ("train.init_exclude", ("logits(",), "config.train.init_exclude=('logits(',) is not a tuple of regular expressions"),
+    ("train.init_checkpoint", None, "config.train.init_checkpoint=None is not a string."),
+    ("train.precision", "fp16", "config.train.precision='fp16' is unknown; choose one of float32, mixed_bfloat16, "
+                                "mixed_float16."),
+    ("train.optimizer", "adam", "config.train.optimizer='adam' is unknown; choose one of momentum, keras_sgd."),
+    ("model.output_stride", 12, "config.model.output_stride=12 is not a power of two from 4 up, e.g. 8 or 16."),
+    ("model.multi_grid", (1, 2), "config.model.multi_grid=(1, 2) is not () or three unit rates, e.g. 1,2,4."),
+    ("model.multi_grid", ("",), "config.model.multi_grid=('',) is not () or three unit rates"),  # --...multi_grid=
+    ("model.atrous_rates", (6, 0, 18), "config.model.atrous_rates=(6, 0, 18) is not () or ASPP rates"),
+    ("model.num_cascaded_blocks", 4, "config.model.num_cascaded_blocks=4 is not a number of blocks in 0..3"),
+    ("model.head", "deeplabv3+", "config.model.head='deeplabv3+' is unknown; choose one of aspp, cascade."),
+    ("model.dropout_rate", 1.0, "config.model.dropout_rate=1.0 is not a number in [0, 1)."),
+    ("model.bn_epsilon", -1e-5, "config.model.bn_epsilon=-1e-05 is not a number > 0."),
+    ("dataset.name", "voc", "config.dataset.name='voc' is unknown; choose one of ade20k, cityscapes, coco_voc, "),
+    ("dataset.ignore_label", 300, "config.dataset.ignore_label=300 is not a label value in 0..255"),
+    ("dataset.num_classes", -1, "config.dataset.num_classes=-1 is not 0 (the dataset's) or a number of classes"),
+    ("dataset.eval_crop_size", (513, 0), "config.dataset.eval_crop_size=(513, 0) is not () (each image at its own "
+                                         "size) or N or H,W in pixels"),
+    ("dataset.bootstrap_classes", (2, "chair"), "config.dataset.bootstrap_classes=(2, 'chair') is not a tuple of "
+                                                "class ids"),
+    ("dataset.bootstrap_classes", (2, 21), "config.dataset.bootstrap_classes=(2, 21) names class 21, but the dataset "
+                                           "has 21 classes (0..20)."),
+    ("dataset.bootstrap_factor", 0, "config.dataset.bootstrap_factor=0 is not a whole number from 1 up."),
+    ("dataset.eval_pattern", "/nowhere/val-*", "no TFRecord files match ['/nowhere/val-*']"),
+    ("train.min_scale", 2.5, "config.train.min_scale=2.5 is above config.train.max_scale=2.0: swap them"),
+])
+def test_odd_field_values_are_one_line_before_anything_is_written(tfrecords, tmp_path, field, value, message):
+    """Every field is checked for its type, sign, length and names (as a Python config file may set any value; the
+    command line gives tuples of strings) before the workdir is made: one line naming the field, the value and what
+    it takes. They passed the checks and failed in the tf.data graph, or gave a traceback, or a wrong reason."""
+    config = small_config(tfrecords)
+    section, name = field.split(".")
+    with config.ignore_type():
+        config[section][name] = value
+    with pytest.raises(ValueError) as error:
+        train(config, str(tmp_path / "run"), log=lambda line: None)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value), str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_and_missing_fields_and_sizes_given_as_n(tfrecords, tmp_path):
+    config = small_config(tfrecords)
+    with config.unlocked():
+        config.train.stepz = 4
+    with pytest.raises(ValueError, match=r"^config.train.stepz is not a field of deeplab-train's config; did you mean "
+                                         r"config.train.steps\?$"):
+        check_config(config, num_replicas=1)
+    config = small_config(tfrecords)
+    del config.train.steps
+    with pytest.raises(ValueError, match=r"^config.train.steps is missing: start the config from deeplab_tf"):
+        check_config(config, num_replicas=1)
+    config = small_config(tfrecords, crop_size=(81,))  # --config.train.crop_size=81, as the binaries' N
+    config.dataset.eval_crop_size = (97,)
+    check_config(config, num_replicas=1)
+    assert (config.train.crop_size, config.dataset.eval_crop_size) == ((81, 81), (97, 97))
+
+
+def test_a_recorded_config_comes_back_with_the_types_of_the_default_config(tfrecords, tmp_path):
+    """config.json stores tuples as JSON lists: a rerun gets the default config's types back, so overrides and
+    checks treat it as a config file; a field it does not know or cannot hold is named with the file."""
+    config = small_config(tfrecords, class_weights=(1.0, 2.0) + (1.0,) * 19, init_exclude=("logits", "aspp"))
+    config.model.atrous_rates = (3, 6, 9)
+    workdir_lib.save_run_config(config, str(tmp_path / "run"), {"argv": ["deeplab-train"]})
+    for path in (tmp_path / "run", tmp_path / "run" / "config.json"):
+        rerun = recorded_run_config(str(path))
+        assert rerun == config and rerun.model.atrous_rates == (3, 6, 9)
+        assert all(isinstance(value, tuple) for value in (rerun.train.crop_size, rerun.train.class_weights,
+                                                          rerun.model.multi_grid, rerun.dataset.eval_crop_size))
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    for section, name, value, message in (
+            ("train", "stepz", 4, "records config.train.stepz, which deeplab-train's config does not have: remove it"),
+            ("train", "steps", 1.5, "records config.train.steps=1.5, but the field holds int values: fix it")):
+        (tmp_path / "bad").mkdir(exist_ok=True)
+        recorded["config"][section] = {**recorded["config"][section], name: value}
+        (tmp_path / "bad" / "config.json").write_text(json.dumps(recorded))
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'bad' / 'config.json'} {message}")):
+            recorded_run_config(str(tmp_path / "bad"))
+        del recorded["config"][section][name]
+    with pytest.raises(FileNotFoundError, match="neither a workdir holding a config.json nor such a file"):
+        recorded_run_config(str(tmp_path))
 
 
 def test_empty_train_pattern_is_refused(tfrecords, tmp_path):

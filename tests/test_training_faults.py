@@ -109,10 +109,9 @@ def test_a_dead_trainers_lock_is_taken_over_and_errors_release_the_lock(tfrecord
     (workdir / workdir_lib.LOCK_FILE).write_text(json.dumps(
         {"pid": dead.pid, "host": workdir_lib.socket.gethostname(), "since": "2026-01-01 00:00:00"}))
     lines = []
-    # The run takes the lock over, then fails on its config; the lock goes either way.
-    config = small_config(tfrecords, steps=1)
-    config.dataset.train_pattern = str(tmp_path / "missing-*")
-    with pytest.raises(ValueError, match="no TFRecord files match"):
+    # The run takes the lock over, then fails on its initial checkpoint; the lock goes either way.
+    config = small_config(tfrecords, steps=1, init_checkpoint=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(FileNotFoundError, match="missing.ckpt' does not exist"):
         train(config, str(workdir), log=lines.append)
     assert any(f"Taking over {workdir / workdir_lib.LOCK_FILE}: deeplab-train PID {dead.pid}" in line
                and "no longer running" in line for line in lines), lines
@@ -290,6 +289,45 @@ def test_an_unknown_config_override_names_the_flag_and_the_closest_field(tfrecor
     assert _error_lines(result.stderr) == [
         "deeplab-train: --config.trian.steps: config has no field 'trian'; did you mean --config.train?"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.crop_size=65,65,3", "config.train.crop_size=(65, 65, 3) is not N or H,W in pixels, e.g. 513 or "
+                                         "513,513."),  # it was blamed on being too small
+    ("--config.train.keep_checkpoints=0", "config.train.keep_checkpoints=0 is not a whole number from 1 up."),
+])
+def test_odd_config_values_are_one_line_before_the_workdir_is_made(tfrecords, tmp_path, override, message):
+    workdir_lib.save_run_config(small_config(tfrecords), str(tmp_path / "recorded"))  # default_config()'s types
+    result = _run(f"--config={tmp_path / 'recorded' / 'config.json'}", f"--workdir={tmp_path / 'run'}", override)
+    assert result.returncode == 1
+    assert _error_lines(result.stderr) == [f"deeplab-train: {message}"], result.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recorded_run_is_rerun_from_its_config_json_or_its_workdir(tfrecords, tmp_path):
+    """--config=<workdir>/config.json ran the JSON as Python (NameError: name 'true' is not defined, 30 lines): it
+    now runs the recorded config again, overrides applied (crop_size=81 is 81x81, as the binaries' N); the workdir
+    itself is taken too."""
+    recorded = small_config(tfrecords, steps=1, init_exclude=("logits", "aspp"))
+    workdir_lib.save_run_config(recorded, str(tmp_path / "first"), {"argv": ["deeplab-train"]})
+    result = _run(f"--config={tmp_path / 'first' / 'config.json'}", f"--workdir={tmp_path / 'rerun'}",
+                  "--config.train.crop_size=81")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rerun = json.loads((tmp_path / "rerun" / "config.json").read_text())
+    assert rerun["argv"][1] == f"--config={tmp_path / 'first' / 'config.json'}"
+    expected = json.loads(recorded.to_json_best_effort())
+    expected["train"]["crop_size"] = [81, 81]
+    assert rerun["config"] == expected
+
+    result = _run(f"--config={tmp_path / 'first'}", f"--workdir={tmp_path / 'other'}", "--config.train.crop_size=65,abc")
+    assert result.returncode == 1
+    assert _error_lines(result.stderr) == [
+        "deeplab-train: config.train.crop_size=('65,abc',) is not N or H,W in pixels, e.g. 513 or 513,513."]
+    assert not (tmp_path / "other").exists()
+    result = _run(f"--config={tmp_path / 'nowhere.json'}", f"--workdir={tmp_path / 'other'}")
+    assert _error_lines(result.stderr) == [
+        f"deeplab-train: --config={tmp_path / 'nowhere.json'}: {tmp_path / 'nowhere.json'} is neither a workdir holding "
+        f"a config.json nor such a file: give a workdir deeplab-train wrote, or its config.json."]
 
 
 def test_usage_names_a_config_that_exists():

@@ -22,7 +22,39 @@ from ml_collections import config_flags
 from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 from deeplab_tf.training.strategies import LostPeerError, serves_parameter_servers, task_from_tf_config
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a Python file with get_config()).")
+
+class _UnusableRecordedConfig(Exception):
+    """--config names a workdir or config.json that cannot be run again; not a ValueError, which absl would print
+    as two lines of usage error."""
+
+
+class _ConfigOrRunParser(flags.ArgumentParser):
+    """--config: an experiment's Python file (`file.py[:setting]`, ml_collections' own parser), or a run's workdir or
+    its config.json, whose recorded config is run again (a JSON file executed as Python failed on its first `true`)."""
+
+    def __init__(self, file_parser):
+        self._file_parser = file_parser
+
+    def parse(self, argument):
+        if not (argument.endswith(".json") or os.path.isdir(argument)):
+            return self._file_parser.parse(argument)
+        from deeplab_tf.training.config import recorded_run_config
+
+        try:
+            config = recorded_run_config(argument)
+        except (ValueError, FileNotFoundError) as error:
+            raise _UnusableRecordedConfig(f"--config={argument}: {error}") from None
+        config.lock()
+        return config
+
+    def flag_type(self):
+        return self._file_parser.flag_type()
+
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: a Python file with get_config() (file.py[:setting]), or a run's workdir or "
+    "its config.json to run the config it recorded again. --config.<section>.<field>=value overrides apply to either.")
+flags.FLAGS["config"].parser = _ConfigOrRunParser(flags.FLAGS["config"].parser)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, summaries and the config; resumed if it exists.")
 _BREAK_LOCK = flags.DEFINE_bool(
@@ -94,15 +126,18 @@ def _unknown_override(error, argv):
 
 
 def _parse_flags(argv):
-    """absl's flag parsing, with an unknown config override reported in one line instead of a traceback."""
+    """absl's flag parsing, with an unknown config override or an unusable recorded config reported in one line
+    instead of a traceback."""
     try:
         return entry.parse_flags(argv)
+    except _UnusableRecordedConfig as error:
+        message = str(error)
     except (AttributeError, KeyError) as error:
         message = _unknown_override(error, argv)
         if message is None:
             raise
-        print(f"deeplab-train: {message}", file=sys.stderr)
-        sys.exit(1)
+    print(f"deeplab-train: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 def run():

@@ -107,6 +107,11 @@ def get_dataset_info(name):
                        "with register_dataset(dataset_info_from_spec(...)).") from None
 
 
+def dataset_names():
+    """The registered datasets' names, sorted."""
+    return sorted(_REGISTRY)
+
+
 def dataset_info_from_spec(spec):
     """A DatasetInfo from a dict or a JSON file path, e.g.
     {"name": "leaves", "num_classes": 3, "class_names": ["bg", "leaf", "spot"],

@@ -4,13 +4,22 @@ Experiment files in `experiments/` start from `default_config()` and change what
 varies; every field can be overridden on the command line (`--config.train.steps=1000`).
 """
 
+import difflib
+import math
+import numbers
+import os
+import re
+
 import ml_collections
 
-from deeplab_tf.data.registry import get_dataset_info
+from deeplab_tf.data.pipeline import list_files
+from deeplab_tf.data.registry import dataset_names, get_dataset_info
+from deeplab_tf.modeling.deeplab import HEADS
 from deeplab_tf.modeling.resnet import BACKBONES, max_output_stride
 from deeplab_tf.training.class_weights import requested_weights
 from deeplab_tf.training.optimizers import OPTIMIZERS
 from deeplab_tf.training.strategies import STRATEGIES
+from deeplab_tf.workdir import RUN_CONFIG, recorded_config
 
 # Section 4.3: the hard classes bootstrapped on PASCAL VOC (bicycle, chair, dining table, potted
 # plant, sofa).
@@ -94,13 +103,188 @@ def default_config():
     return config
 
 
+# --- what each field takes ---------------------------------------------------------------------------
+
+def _integer(low, high=None):
+    """Whole numbers (not booleans) in [low, high]."""
+    return lambda value: (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+                          and (high is None or value <= high))
+
+
+def _real(condition):
+    """Finite numbers (not booleans) meeting `condition`."""
+    return lambda value: (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                          and condition(value))
+
+
+def _sequence(item, lengths=None):
+    """Tuples (JSON's lists) of `lengths` items, each passing `item`."""
+    return lambda value: (isinstance(value, (tuple, list)) and (lengths is None or len(value) in lengths)
+                          and all(item(v) for v in value))
+
+
+def _regex(value):
+    """A string that compiles as a regular expression."""
+    if not isinstance(value, str):
+        return False
+    try:
+        re.compile(value)
+    except re.error:
+        return False
+    return True
+
+
+def _is(kind):
+    return lambda value: isinstance(value, kind)
+
+
+def _one_of(options):
+    """(accepts, problem) of a field naming one of `options`."""
+    return lambda value: isinstance(value, str) and value in options, f"is unknown; choose one of {', '.join(options)}"
+
+
+def _size(*lengths):
+    """N, or a tuple of `lengths` whole numbers from 1 (`--config.train.crop_size=81` arrives as (81,))."""
+    return lambda value: _integer(1)(value) or _sequence(_integer(1), lengths)(value)
+
+
+_SIZE_TEXT = "N or H,W in pixels, e.g. 513 or 513,513"
+_FROM_1 = _integer(1), "is not a whole number from 1 up"
+_FROM_0 = _integer(0), "is not a whole number from 0 up (0: off)"
+_BOOL = _is(bool), "is not True or False"
+_TEXT = _is(str), "is not a string"
+_FRACTION = _real(lambda v: 0 <= v < 1), "is not a number in [0, 1)"
+_NON_NEGATIVE = _real(lambda v: v >= 0), "is not a number >= 0"
+_POSITIVE = _real(lambda v: v > 0), "is not a number > 0"
+
+
+def _field_checks():
+    """{"section.field": (accepts(value), what is wrong otherwise)} for every field of `default_config()`."""
+    return {
+        "dataset.name": _one_of(dataset_names()),
+        "dataset.train_pattern": _TEXT,
+        "dataset.eval_pattern": _TEXT,
+        "dataset.eval_crop_size": (_size(0, 1, 2), f"is not () (each image at its own size) or {_SIZE_TEXT}"),
+        "dataset.num_classes": (_integer(0, 256), "is not 0 (the dataset's) or a number of classes up to 256"),
+        "dataset.ignore_label": (_integer(0, 255), "is not a label value in 0..255 (labels are 8-bit PNGs)"),
+        "dataset.bootstrap_classes": (_sequence(_integer(0, 255)), "is not a tuple of class ids, e.g. 2,9,11"),
+        "dataset.bootstrap_factor": _FROM_1,
+        "model.backbone": _one_of(BACKBONES),
+        "model.output_stride": (lambda v: _integer(4)(v) and v & (v - 1) == 0,
+                                "is not a power of two from 4 up, e.g. 8 or 16"),
+        "model.multi_grid": (_sequence(_integer(1), (0, 3)), "is not () or three unit rates, e.g. 1,2,4"),
+        "model.num_cascaded_blocks": (_integer(0, 3), "is not a number of blocks in 0..3 (block5..block7)"),
+        "model.head": _one_of(HEADS),
+        "model.atrous_rates": (_sequence(_integer(1)), "is not () or ASPP rates, e.g. 6,12,18"),
+        "model.image_pooling": _BOOL,
+        "model.aspp_filters": _FROM_1,
+        "model.dropout_rate": _FRACTION,
+        "model.bn_momentum": (_real(lambda v: 0 <= v <= 1), "is not a number in [0, 1]"),
+        "model.bn_epsilon": _POSITIVE,
+        "model.sync_bn": _BOOL,
+        "model.weight_decay": _NON_NEGATIVE,
+        "train.strategy": _one_of(STRATEGIES),
+        "train.tpu": _TEXT,
+        "train.steps": _FROM_1,
+        "train.batch_size": _FROM_1,
+        "train.crop_size": (_size(1, 2), f"is not {_SIZE_TEXT}"),
+        "train.min_scale": _POSITIVE,
+        "train.max_scale": _POSITIVE,
+        "train.scale_step": _NON_NEGATIVE,
+        "train.flip": _BOOL,
+        "train.min_resize_value": _FROM_0,
+        "train.max_resize_value": _FROM_0,
+        "train.resize_factor": _FROM_0,
+        "train.base_learning_rate": _POSITIVE,
+        "train.learning_rate_power": _NON_NEGATIVE,
+        "train.end_learning_rate": _NON_NEGATIVE,
+        "train.warmup_steps": _FROM_0,
+        "train.warmup_learning_rate": _NON_NEGATIVE,
+        "train.momentum": _FRACTION,
+        "train.optimizer": _one_of(OPTIMIZERS),
+        "train.init_continue": _BOOL,
+        "train.fine_tune_batch_norm": _BOOL,
+        "train.upsample_logits": _BOOL,
+        "train.top_k_percent_pixels": (_real(lambda v: 0 < v <= 1), "is not a fraction in (0, 1]"),
+        "train.class_weights": (lambda v: True, ""),  # check_config: `requested_weights` says what it takes
+        "train.init_checkpoint": _TEXT,
+        "train.init_exclude": (_sequence(_regex), "is not a tuple of regular expressions, e.g. logits"),
+        "train.precision": _one_of(("float32", "mixed_bfloat16", "mixed_float16")),
+        "train.xla": _BOOL,
+        "train.seed": (_integer(0, 2 ** 32 - 1), "is not a whole number in 0..2**32-1"),
+        "train.shuffle_buffer": _FROM_1,
+        "train.checkpoint_every_steps": _FROM_1,
+        "train.checkpoint_every_minutes": _POSITIVE,
+        "train.keep_checkpoints": _FROM_1,
+        "train.log_every_steps": _FROM_1,
+        "train.summary_every_steps": _FROM_1,
+        "train.image_summary_every_steps": _FROM_1,
+        "train.steps_per_schedule": _FROM_1,
+    }
+
+
+def _fields(config, prefix=""):
+    """("section.field", value) of every field of a (nested) ConfigDict or dict."""
+    for key, value in config.items():
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
+            yield from _fields(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def recorded_run_config(path):
+    """The config a run recorded in `<workdir>/config.json`, to rerun it: `path` is the workdir or that file.
+
+    The fields take `default_config()`'s types (JSON keeps tuples as lists), so command-line overrides and
+    `check_config` treat them as a config file's. Raises ValueError naming the file and the field it records that
+    this config does not have or cannot hold, FileNotFoundError without such a file.
+    """
+    workdir = os.path.dirname(path) if os.path.basename(path) == RUN_CONFIG else path
+    recorded = recorded_config(workdir)
+    if recorded is None:
+        raise FileNotFoundError(f"{path} is neither a workdir holding a {RUN_CONFIG} nor such a file: give a "
+                                f"workdir deeplab-train wrote, or its {RUN_CONFIG}.")
+    config, checks, file = default_config(), _field_checks(), os.path.join(workdir, RUN_CONFIG)
+    for field, value in _fields(recorded):
+        if field not in checks:
+            raise ValueError(f"{file} records config.{field}, which deeplab-train's config does not have: remove it "
+                             f"from the file.")
+        section, name = field.split(".")
+        try:
+            config[section][name] = value
+        except TypeError:
+            raise ValueError(f"{file} records config.{field}={value!r}, but the field holds "
+                             f"{type(config[section][name]).__name__} values: fix it in the file.") from None
+    return config
+
+
+def check_fields(config):
+    """Raises ValueError naming the field, its value and what it takes for a field `default_config()` does not
+    have, lacks, or holds a value of the wrong type, sign, length or name. Sizes given as N become (N, N)."""
+    checks, values = _field_checks(), dict(_fields(config))
+    for path in values:
+        if path not in checks:
+            close = difflib.get_close_matches(path, checks, n=1)
+            raise ValueError(f"config.{path} is not a field of deeplab-train's config" +
+                             (f"; did you mean config.{close[0]}?" if close else ": see default_config()."))
+    for path, (accepts, problem) in checks.items():
+        if path not in values:
+            raise ValueError(f"config.{path} is missing: start the config from "
+                             f"deeplab_tf.training.config.default_config().")
+        if not accepts(values[path]):
+            raise ValueError(f"config.{path}={values[path]!r} {problem}.")
+    with config.ignore_type():  # N means N x N, as in the binaries' N or H,W flags
+        for section, name in (("train", "crop_size"), ("dataset", "eval_crop_size")):
+            size = (config[section][name],) if _integer(1)(config[section][name]) else config[section][name]
+            if len(size) == 1:
+                config[section][name] = (size[0], size[0])
+
+
 def check_config(config, *, num_replicas):
-    """Raises ValueError with the field and the fix for a configuration that cannot train."""
+    """Raises ValueError with the field and the fix for a configuration that cannot train (`check_fields`, then
+    how the fields go together)."""
+    check_fields(config)
     model, train = config.model, config.train
-    if train.strategy not in STRATEGIES:
-        raise ValueError(f"config.train.strategy={train.strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}.")
-    if model.backbone not in BACKBONES:
-        raise ValueError(f"config.model.backbone={model.backbone!r} is unknown; choose one of {', '.join(BACKBONES)}.")
     if not config.dataset.train_pattern:
         raise ValueError("config.dataset.train_pattern is empty: give the TFRecord glob of the training split, "
                          "e.g. --config.dataset.train_pattern=/data/voc_tfrecord/trainaug-*")
@@ -127,14 +311,21 @@ def check_config(config, *, num_replicas):
     if train.max_resize_value and not train.min_resize_value:
         raise ValueError(f"config.train.max_resize_value={train.max_resize_value} needs config.train.min_resize_value "
                          f"(the size of the shorter side, e.g. {train.max_resize_value}).")
-    if min(train.min_resize_value, train.max_resize_value, train.resize_factor) < 0:
-        raise ValueError("config.train.min_resize_value, max_resize_value and resize_factor must be >= 0 (0: off).")
-    if train.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
-        raise ValueError(f"config.train.precision={train.precision!r}: use float32, mixed_bfloat16 or mixed_float16.")
-    if train.optimizer not in OPTIMIZERS:
-        raise ValueError(f"config.train.optimizer={train.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}.")
-    if train.steps <= 0:
-        raise ValueError(f"config.train.steps must be positive, got {train.steps}.")
+    if train.min_scale > train.max_scale:
+        raise ValueError(f"config.train.min_scale={train.min_scale} is above config.train.max_scale={train.max_scale}: "
+                         f"swap them (the paper's: 0.5 and 2.0).")
+    num_classes = config.dataset.num_classes or get_dataset_info(config.dataset.name).num_classes
+    outside = [c for c in config.dataset.bootstrap_classes if c >= num_classes]
+    if outside:
+        raise ValueError(f"config.dataset.bootstrap_classes={tuple(config.dataset.bootstrap_classes)} names class "
+                         f"{outside[0]}, but the dataset has {num_classes} classes (0..{num_classes - 1}).")
     if train.class_weights:
-        num_classes = config.dataset.num_classes or get_dataset_info(config.dataset.name).num_classes
         requested_weights(train.class_weights, num_classes)
+
+
+def check_patterns(config):
+    """Raises ValueError naming config.dataset.train_pattern or eval_pattern when it matches no file: found before
+    the workdir is made rather than after it (or, for the evaluation, after the training)."""
+    for pattern in (config.dataset.train_pattern, config.dataset.eval_pattern):
+        if pattern:
+            list_files(pattern.split(","))
