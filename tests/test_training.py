@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.training import losses
+from deeplab_tf.training import config as config_lib
 from deeplab_tf.training.config import check_config, recorded_run_config
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.trainer import build_model, train
@@ -157,6 +158,11 @@ def test_odd_field_values_are_one_line_before_anything_is_written(tfrecords, tmp
         train(config, str(tmp_path / "run"), log=lambda line: None)
     assert str(error.value).startswith(message) and "\n" not in str(error.value), str(error.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_every_field_of_the_default_config_says_what_it_takes():
+    """A field added to default_config() needs its entry in _field_checks (until then its values go unchecked)."""
+    assert set(config_lib._field_checks()) == {path for path, _ in config_lib._fields(config_lib.default_config())}
 
 
 def test_unknown_and_missing_fields_and_sizes_given_as_n(tfrecords, tmp_path):

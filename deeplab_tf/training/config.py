@@ -244,9 +244,10 @@ def recorded_run_config(path):
     if recorded is None:
         raise FileNotFoundError(f"{path} is neither a workdir holding a {RUN_CONFIG} nor such a file: give a "
                                 f"workdir deeplab-train wrote, or its {RUN_CONFIG}.")
-    config, checks, file = default_config(), _field_checks(), os.path.join(workdir, RUN_CONFIG)
+    config, file = default_config(), os.path.join(workdir, RUN_CONFIG)
+    known = dict(_fields(config))
     for field, value in _fields(recorded):
-        if field not in checks:
+        if field not in known:
             raise ValueError(f"{file} records config.{field}, which deeplab-train's config does not have: remove it "
                              f"from the file.")
         section, name = field.split(".")
@@ -261,16 +262,17 @@ def recorded_run_config(path):
 def check_fields(config):
     """Raises ValueError naming the field, its value and what it takes for a field `default_config()` does not
     have, lacks, or holds a value of the wrong type, sign, length or name. Sizes given as N become (N, N)."""
-    checks, values = _field_checks(), dict(_fields(config))
+    known, values = dict(_fields(default_config())), dict(_fields(config))
     for path in values:
-        if path not in checks:
-            close = difflib.get_close_matches(path, checks, n=1)
+        if path not in known:
+            close = difflib.get_close_matches(path, known, n=1)
             raise ValueError(f"config.{path} is not a field of deeplab-train's config" +
                              (f"; did you mean config.{close[0]}?" if close else ": see default_config()."))
-    for path, (accepts, problem) in checks.items():
+    for path in known:
         if path not in values:
             raise ValueError(f"config.{path} is missing: start the config from "
                              f"deeplab_tf.training.config.default_config().")
+    for path, (accepts, problem) in _field_checks().items():  # tests/test_training.py: one for every field
         if not accepts(values[path]):
             raise ValueError(f"config.{path}={values[path]!r} {problem}.")
     with config.ignore_type():  # N means N x N, as in the binaries' N or H,W flags
