@@ -141,6 +141,22 @@ def test_32_bit_integer_images_outside_16_bits_are_refused(tmp_path):
         image_io.to_rgb(image, path=str(tmp_path / "x.tif"))
 
 
+def test_the_report_says_first_which_images_have_no_labelled_pixel(tmp_path):
+    """Masks saved inverted (or through a wrong value map) become all ignore label: such images train on nothing, and
+    deeplab-train refuses a start of them. build_folder_data's report says so before anything else."""
+    masks = {"a": np.ones((20, 24), np.uint8), "b": np.full((20, 24), 255, np.uint8),
+             "c": np.full((18, 22), 255, np.uint8)}
+    image_dir, mask_dir, _ = fake.make_folder(str(tmp_path), masks=masks)
+    run = run_script("build_folder_data", f"--image_dir={image_dir}", f"--mask_dir={mask_dir}", "--num_classes=2",
+                     f"--output_dir={tmp_path / 'out'}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines()[0] == (
+        "warning: train: 2 of 3 images have no labelled pixel (every mask pixel is the ignore label 255), e.g. b, c: "
+        "masks saved inverted, a wrong value map or a wrong ignore label? deeplab-train refuses records with nothing "
+        "labelled in its first batches.")
+    assert run.stdout.splitlines()[1].startswith("train: 3 records in 3 shards")
+
+
 def test_two_images_with_one_name_stop_the_run_naming_both(tmp_path):
     image_dir, mask_dir, images = fake.make_folder(
         str(tmp_path), masks={n: np.ones((20, 24), np.uint8) for n in ("a", "b")})

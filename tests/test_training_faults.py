@@ -220,6 +220,34 @@ def test_labels_beyond_num_classes_name_the_shard_in_one_line(tfrecords, tmp_pat
     assert not (tmp_path / "run" / workdir_lib.LOCK_FILE).exists()
 
 
+def test_records_with_no_labelled_pixel_are_refused_or_with_the_flag_trained_with_a_warning(tmp_path):
+    """Masks saved inverted or converted with a wrong value map give records whose every label pixel is the ignore
+    label: such a run trained to the end at 'loss 0.0000' and exit 0. The installed deeplab-train refuses them in one
+    line naming the shards, before the workdir is made; config.train.allow_unlabelled_batches=True trains with a
+    warning."""
+    os.makedirs(tmp_path / "data")
+    shards = [str(tmp_path / "data" / f"train-0000{i}-of-00002.tfrecord") for i in range(2)]
+    for shard in shards:
+        _write_shard(shard, [np.full([33, 33], 255)] * 2)
+    config = _config_file(tmp_path / "config.py", str(tmp_path / "data"), steps=1)
+    result = _run(f"--config={config}", f"--workdir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    unlabelled = (f"the first 4 records of {shards[0]}, {shards[1]} (2 of the 2 shards matching "
+                  f"{tmp_path / 'data'}/train-*) have no labelled pixel: every label pixel is the ignore label 255. "
+                  f"Masks saved inverted, converted with a wrong value map, or an ignore label the masks do not use "
+                  f"(config.dataset.ignore_label) do this: fix the masks and convert again")
+    assert _error_lines(result.stderr) == [
+        f"deeplab-train: {unlabelled}; or set config.train.allow_unlabelled_batches=True to train on them anyway."], \
+        result.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+    lines = []
+    summary = train(small_config(str(tmp_path / "data"), steps=1, allow_unlabelled_batches=True),
+                    str(tmp_path / "run"), log=lines.append)
+    assert summary["step"] == 1 and summary["loss"] == 0
+    assert f"Warning: {unlabelled}. Training on them: config.train.allow_unlabelled_batches=True." in lines
+
+
 def test_a_truncated_shard_is_named_in_one_line(tfrecords, tmp_path):
     shards = _copy_train_shards(tfrecords, tmp_path / "data")
     with open(shards[1], "r+b") as f:

@@ -44,6 +44,7 @@ class SplitSummary:
     shards: list
     histogram: np.ndarray  # pixels per label value, 256 entries
     skipped: list = dataclasses.field(default_factory=list)
+    unlabelled: list = dataclasses.field(default_factory=list)  # names of images whose every pixel is ignored
 
 
 @dataclasses.dataclass
@@ -57,8 +58,13 @@ class ConversionSummary:
         return {name: s.records for name, s in self.splits.items()}
 
     def format(self, *, class_names, ignore_label=IGNORE_LABEL):
-        """A report for the terminal: records, skipped files and the per-class pixel histogram."""
-        lines = []
+        """A report for the terminal: first, splits with images that have no labelled pixel (they train on
+        nothing: masks saved inverted, a wrong value map); then records, skipped files and the per-class pixel
+        histogram."""
+        lines = [f"warning: {s.split}: {len(s.unlabelled)} of {s.records} images have no labelled pixel (every mask "
+                 f"pixel is the ignore label {ignore_label}), e.g. {', '.join(s.unlabelled[:3])}: masks saved "
+                 f"inverted, a wrong value map or a wrong ignore label? deeplab-train refuses records with nothing "
+                 f"labelled in its first batches." for s in self.splits.values() if s.unlabelled]
         for s in self.splits.values():
             lines.append(f"{s.split}: {s.records} records in {len(s.shards)} shards "
                          f"({os.path.dirname(s.shards[0])}), {len(s.skipped)} skipped")
@@ -113,9 +119,9 @@ def _ordered_results(fn, items, num_threads):
 
 def _write_split(samples, out, *, split, num_classes, ignore_label, skip_bad, binary_check,
                  num_threads):
-    """Encodes `samples` into the ShardedWriter `out`; returns (histogram, skipped)."""
+    """Encodes `samples` into the ShardedWriter `out`; returns (histogram, skipped, unlabelled)."""
     histogram = np.zeros(256, np.int64)
-    skipped = []
+    skipped, unlabelled = [], []
     encode = lambda s: encode_sample(s, num_classes=num_classes, ignore_label=ignore_label,
                                      binary_check=binary_check)
     start = last_report = time.monotonic()
@@ -131,6 +137,8 @@ def _write_split(samples, out, *, split, num_classes, ignore_label, skip_bad, bi
         else:
             out.write(serialized)
             histogram += counts
+            if counts[ignore_label] == counts.sum():
+                unlabelled.append(sample.name)
         now = time.monotonic()
         if now - last_report > _PROGRESS_SECONDS or done == len(samples):
             last_report = now
@@ -140,7 +148,7 @@ def _write_split(samples, out, *, split, num_classes, ignore_label, skip_bad, bi
         raise validation.DataError(
             f"split '{split}': all {len(samples)} images were bad and skipped; nothing "
             "written. Fix the files listed above.")
-    return histogram, skipped
+    return histogram, skipped, unlabelled
 
 
 def convert_splits(samples_by_split, *, output_dir, num_classes, num_shards,
@@ -167,12 +175,12 @@ def convert_splits(samples_by_split, *, output_dir, num_classes, num_shards,
             out = writer.ShardedWriter(output_dir=output_dir, split=split,
                                        num_shards=max(1, min(num_shards, len(samples))))
             with out:
-                histogram, skipped = _write_split(
+                histogram, skipped, unlabelled = _write_split(
                     samples, out, split=split, num_classes=num_classes, ignore_label=ignore_label,
                     skip_bad=skip_bad, binary_check=binary_check, num_threads=num_threads)
             staged.append(out)
             summaries[split] = SplitSummary(split=split, records=out.num_records, shards=out.paths,
-                                            histogram=histogram, skipped=skipped)
+                                            histogram=histogram, skipped=skipped, unlabelled=unlabelled)
         for out in staged:
             out.commit()
     finally:

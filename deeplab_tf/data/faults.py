@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from deeplab_tf.data import tfrecord
 from deeplab_tf.data.errors import DataError
-from deeplab_tf.data.pipeline import list_files
+from deeplab_tf.data.pipeline import MAX_PARALLEL_FILES, list_files
 
 _SHOWN_VALUES = 10
 
@@ -85,6 +85,30 @@ def find_faulty_record(file_pattern, *, num_classes=None, ignore_label=None):
     return None
 
 
+def _shown(file_pattern):
+    """A glob or list of globs as the user gives it (commas join globs)."""
+    return file_pattern if isinstance(file_pattern, str) else ",".join(file_pattern)
+
+
+def unlabelled_start(file_pattern, *, ignore_label, num_records):
+    """None, or a one-line message when the first `num_records` records of `file_pattern` (a glob or list of globs),
+    taken in turn from its first shards as training's interleave starts, hold no labelled pixel: every label pixel
+    is `ignore_label`. Only labels are decoded, so the check stays cheap."""
+    files = list_files(file_pattern)
+    shards = files[:MAX_PARALLEL_FILES]
+    labels = tf.data.Dataset.from_tensor_slices(shards).interleave(
+        tf.data.TFRecordDataset, cycle_length=len(shards)).take(num_records).map(tfrecord.parse_label)
+    read, labelled = (int(n) for n in labels.reduce(
+        (tf.constant(0, tf.int64), tf.constant(0, tf.int64)), lambda counts, label: (counts[0] + 1, counts[1] + (
+            tf.math.count_nonzero(tf.cast(label, tf.int32) != ignore_label, dtype=tf.int64)))))
+    if labelled:
+        return None
+    return (f"the first {read} records of {', '.join(shards)} ({len(shards)} of the {len(files)} shards matching "
+            f"{_shown(file_pattern)}) have no labelled pixel: every label pixel is the ignore label {ignore_label}. Masks "
+            f"saved inverted, converted with a wrong value map, or an ignore label the masks do not use "
+            f"(config.dataset.ignore_label) do this: fix the masks and convert again")
+
+
 @contextlib.contextmanager
 def naming_faulty_records(file_pattern, *, num_classes=None, ignore_label=None, log=None):
     """Runs a block that reads the records of `file_pattern`; an input-pipeline error in it (a truncated
@@ -94,9 +118,8 @@ def naming_faulty_records(file_pattern, *, num_classes=None, ignore_label=None, 
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         if log:
-            shown = file_pattern if isinstance(file_pattern, str) else ",".join(file_pattern)
-            log(f"{type(error).__name__} from the input pipeline; checking {shown} shard by shard for the "
-                f"faulty record.")
+            log(f"{type(error).__name__} from the input pipeline; checking {_shown(file_pattern)} shard by shard "
+                f"for the faulty record.")
         message = find_faulty_record(file_pattern, num_classes=num_classes, ignore_label=ignore_label)
         if message is None:
             raise

@@ -10,7 +10,7 @@ import tensorflow as tf
 from deeplab_tf.constants import IGNORE_LABEL, MEAN_RGB
 from deeplab_tf.data import preprocess, tfrecord
 
-_MAX_PARALLEL_FILES = 8
+MAX_PARALLEL_FILES = 8  # shards a training pipeline reads at once
 
 
 def list_files(file_pattern):
@@ -45,7 +45,7 @@ def _examples(source, *, input_context, training, seed):
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:
         dataset = dataset.shuffle(len(files), seed=seed).interleave(
-            tf.data.TFRecordDataset, cycle_length=min(len(files), _MAX_PARALLEL_FILES),
+            tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_PARALLEL_FILES),
             num_parallel_calls=tf.data.AUTOTUNE)
     else:
         dataset = dataset.flat_map(tf.data.TFRecordDataset)

@@ -12,6 +12,8 @@ import re
 
 import ml_collections
 
+from deeplab_tf.data import faults
+from deeplab_tf.data.errors import DataError
 from deeplab_tf.data.pipeline import list_files
 from deeplab_tf.data.registry import dataset_names, get_dataset_info
 from deeplab_tf.modeling.deeplab import HEADS
@@ -24,6 +26,8 @@ from deeplab_tf.workdir import RUN_CONFIG, recorded_config
 # Section 4.3: the hard classes bootstrapped on PASCAL VOC (bicycle, chair, dining table, potted
 # plant, sofa).
 VOC_HARD_CLASSES = (2, 9, 11, 16, 18)
+# How many batches' worth of the first training records `check_inputs` reads for a labelled pixel: a few, to stay cheap.
+_LABEL_CHECK_BATCHES = 4
 
 
 def default_config():
@@ -99,6 +103,9 @@ def default_config():
         summary_every_steps=100,
         image_summary_every_steps=1000,
         steps_per_schedule=10,       # parameter_server: steps scheduled between joins.
+        # Train on records whose first batches have no labelled pixel (every label the ignore label: masks saved
+        # inverted, a wrong value map) with a warning, rather than refusing them.
+        allow_unlabelled_batches=False,
     ))
     return config
 
@@ -220,6 +227,7 @@ def _field_checks():
         "train.summary_every_steps": _FROM_1,
         "train.image_summary_every_steps": _FROM_1,
         "train.steps_per_schedule": _FROM_1,
+        "train.allow_unlabelled_batches": _BOOL,
     }
 
 
@@ -325,9 +333,19 @@ def check_config(config, *, num_replicas):
         requested_weights(train.class_weights, num_classes)
 
 
-def check_patterns(config):
-    """Raises ValueError naming config.dataset.train_pattern or eval_pattern when it matches no file: found before
-    the workdir is made rather than after it (or, for the evaluation, after the training)."""
+def check_inputs(config, *, log=print):
+    """Checks the records before the workdir is made: ValueError naming config.dataset.train_pattern or eval_pattern
+    when it matches no file (the eval pattern was found after the training), DataError when the first batches of the
+    training records hold no labelled pixel (a warning with config.train.allow_unlabelled_batches): such a run
+    trained to the end at loss 0."""
     for pattern in (config.dataset.train_pattern, config.dataset.eval_pattern):
         if pattern:
             list_files(pattern.split(","))
+    patterns = config.dataset.train_pattern.split(",")
+    with faults.naming_faulty_records(patterns, log=log):
+        unlabelled = faults.unlabelled_start(patterns, ignore_label=config.dataset.ignore_label,
+                                             num_records=_LABEL_CHECK_BATCHES * config.train.batch_size)
+    if unlabelled and not config.train.allow_unlabelled_batches:
+        raise DataError(f"{unlabelled}; or set config.train.allow_unlabelled_batches=True to train on them anyway.")
+    if unlabelled:
+        log(f"Warning: {unlabelled}. Training on them: config.train.allow_unlabelled_batches=True.")

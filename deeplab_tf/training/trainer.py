@@ -25,7 +25,7 @@ from deeplab_tf.modeling import DeepLabV3, release, resnet
 from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbone
 from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.class_weights import resolve_class_weights
-from deeplab_tf.training.config import check_config, check_patterns
+from deeplab_tf.training.config import check_config, check_inputs
 from deeplab_tf.training.optimizers import make_optimizer
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.step import make_train_step
@@ -270,7 +270,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print, break_loc
     # only the chief writes into workdir.
     resume_dir, workdir = workdir_lib.checkpoint_dir(workdir), own_workdir(strategy, workdir)
     check_config(config, num_replicas=strategy.num_replicas_in_sync)
-    check_patterns(config)
+    check_inputs(config, log=log)
     if not _is_chief(strategy):
         return _train(config, workdir, strategy, resume_dir=resume_dir, run_info=run_info, log=log)
     with workdir_lib.TrainerLock(workdir, break_lock=break_lock, log=log):
