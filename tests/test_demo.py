@@ -9,8 +9,9 @@ import sys
 import numpy as np
 from PIL import Image
 
+from deeplab_tf import visualization
 from deeplab_tf.data.sources.voc import convert_voc2012
-from deeplab_tf.demo import dataset
+from deeplab_tf.demo import dataset, montage
 
 
 def _run_demo(workspace):
@@ -35,8 +36,8 @@ def test_scenes_are_deterministic_and_hold_every_class():
 def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     workspace = tmp_path / "demo"
     output = _run_demo(workspace)
-    for stage in range(1, 7):
-        assert f"[{stage}/6]" in output
+    for stage in range(1, 6):
+        assert f"[{stage}/5]" in output
     # The VOC layout went through the real converter.
     voc = workspace / "data" / "VOCdevkit" / "VOC2012"
     assert len(os.listdir(voc / "JPEGImages")) == 11 and len(os.listdir(voc / "SegmentationClass")) == 11
@@ -69,6 +70,19 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     assert (workspace / "exports" / "demo" / "1" / "saved_model.pb").exists()
     assert re.search(rf"labels {dataset.IMAGE_SIZE[0]}x{dataset.IMAGE_SIZE[1]}", output)
     assert Image.open(workspace / "served_prediction.png").size == dataset.IMAGE_SIZE[::-1]
+
+    # The montage the report names first: a row per val scene (3 here), tiles of image | truth | prediction.
+    assert f"Look first: {workspace / 'montage.png'}" in output
+    picture = np.asarray(Image.open(workspace / "montage.png").convert("RGB"))
+    (width, height), corners = montage.layout(dataset.IMAGE_SIZE, 3)
+    assert picture.shape == (height, width, 3)
+    colormap = visualization.get_colormap(dataset.INFO.colormap)
+    for row, image_id in zip(corners, ["val_00000", "val_00001", "val_00002"]):
+        tiles = [np.asarray(Image.open(voc / "JPEGImages" / f"{image_id}.jpg").convert("RGB")),
+                 colormap[np.asarray(Image.open(voc / "SegmentationClass" / f"{image_id}.png"))],
+                 colormap[np.asarray(Image.open(workspace / "vis" / "index" / f"{image_id}.png"))]]
+        for (x, y), tile in zip(row, tiles):
+            np.testing.assert_array_equal(picture[y:y + tile.shape[0], x:x + tile.shape[1]], tile)
 
     # A second run reuses every stage: same results, training resumed at its end.
     again = _run_demo(workspace)

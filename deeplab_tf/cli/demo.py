@@ -14,12 +14,13 @@ import sys
 
 from absl import app, flags, logging
 
+from deeplab_tf import demo
 from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _WORKSPACE = flags.DEFINE_string("workspace", "deeplab_demo", "Folder for the data, runs, predictions and export.")
-_STEPS = flags.DEFINE_integer("steps", 300, "Training steps (batch 8, crop 113).")
+_STEPS = flags.DEFINE_integer("steps", demo.STEPS, f"Training steps (batch {demo.BATCH_SIZE}, crop {demo.CROP_SIZE}).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train_images", None, "Training scenes (default 240).")
 _NUM_VAL = flags.DEFINE_integer("num_val_images", None, "Validation scenes (default 40).")
 _EVAL_SCALES = flags.DEFINE_list("eval_scales", ["0.5", "0.75", "1.0", "1.25", "1.5", "1.75"],
@@ -46,7 +47,7 @@ def main(argv):
         result = pipeline.run_demo(_WORKSPACE.value, steps=_STEPS.value, num_train_images=_NUM_TRAIN.value,
                                    num_val_images=_NUM_VAL.value, eval_scales=scales,
                                    log=lambda line: print(line, flush=True))
-    except (OSError, ValueError, FloatingPointError) as error:
+    except (OSError, ValueError, FloatingPointError, pipeline.Interrupted) as error:
         print(f"deeplab-demo: {error}", file=sys.stderr)
         sys.exit(1)
     print(pipeline.format_report(result), flush=True)

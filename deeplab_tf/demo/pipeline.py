@@ -17,7 +17,7 @@ from PIL import Image
 
 from deeplab_tf import export, visualization, workdir as workdir_lib
 from deeplab_tf.data.sources.voc import convert_voc2012
-from deeplab_tf.demo import dataset
+from deeplab_tf.demo import BATCH_SIZE, CROP_SIZE, STEPS, dataset, montage
 from deeplab_tf.evaluation import evaluator, metrics, visualizer
 from deeplab_tf.training.config import default_config
 from deeplab_tf.training.trainer import train
@@ -25,7 +25,7 @@ from deeplab_tf.training.trainer import train
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
-def demo_config(tfrecord_dir, *, steps=300, batch_size=8, crop_size=113):
+def demo_config(tfrecord_dir, *, steps=STEPS, batch_size=BATCH_SIZE, crop_size=CROP_SIZE):
     """The paper's recipe scaled to two CPU cores: ResNet-50 at output stride 16, ASPP, poly LR.
 
     From random initialisation (nothing is downloaded), so the learning rate is higher than the
@@ -40,17 +40,25 @@ def demo_config(tfrecord_dir, *, steps=300, batch_size=8, crop_size=113):
     config.model.output_stride = 16
     config.model.multi_grid = ()
     config.model.weight_decay = 0.0
-    # The paper's 0.9997 averages batch statistics over ~3K steps of its 30K; a short run needs a
-    # shorter memory, or inference would still use the initial mean 0 / variance 1.
-    config.model.bn_momentum = 0.99
+    # Half the paper's 256 channels per ASPP branch: its three 3x3 convolutions over 2048 channels cost as
+    # much as the backbone at this crop and hold 14M of the 39M weights (README.md, "The demo").
+    config.model.aspp_filters = 128
+    # The paper's 0.9997 averages batch statistics over ~3K steps of its 30K. Here the weights still move
+    # in the last tens of steps: statistics averaged over ~10 steps match the final weights; over ~100
+    # (0.99) they lagged behind and scores varied from run to run.
+    config.model.bn_momentum = 0.9
+    # The release's slow start: a few steps at a low rate before the poly decay, so the first updates from
+    # random weights do not throw the run somewhere else each time.
     config.train.update(
         steps=steps, batch_size=batch_size, crop_size=(crop_size, crop_size), base_learning_rate=0.02,
-        min_scale=0.5, max_scale=1.5, log_every_steps=10, summary_every_steps=20, image_summary_every_steps=100,
-        checkpoint_every_steps=100, checkpoint_every_minutes=5.0, shuffle_buffer=512)
+        warmup_steps=30, warmup_learning_rate=0.002, min_scale=0.5, max_scale=1.5, log_every_steps=10,
+        summary_every_steps=20, image_summary_every_steps=100, shuffle_buffer=512,
+        # The demo uses only the last checkpoint (weights and momentum: 250 MB); a signal saves one too.
+        keep_checkpoints=1, checkpoint_every_steps=steps, checkpoint_every_minutes=5.0)
     return config
 
 
-def train_demo(tfrecord_dir, workdir, *, steps=300, log=print, **config_kwargs):
+def train_demo(tfrecord_dir, workdir, *, steps=STEPS, log=print, **config_kwargs):
     """Trains the demo's model (`demo_config(tfrecord_dir, steps=steps, **config_kwargs)`) into `workdir`.
 
     Two calls start from the same weights and see the same batches: the trainer seeds the initial
@@ -64,6 +72,10 @@ def train_demo(tfrecord_dir, workdir, *, steps=300, log=print, **config_kwargs):
     return config, train(config, workdir, log=log)
 
 
+class Interrupted(Exception):
+    """The training stage was stopped by a signal (it saved a checkpoint first)."""
+
+
 class Workspace:
     """The demo's folders under one root."""
 
@@ -74,13 +86,14 @@ class Workspace:
         self.workdir = os.path.join(self.root, "runs", "demo")
         self.vis = os.path.join(self.root, "vis")
         self.exports = os.path.join(self.root, "exports", "demo")
+        self.montage = os.path.join(self.root, "montage.png")
 
     def derived(self):
         return [self.tfrecords, self.workdir, self.vis, self.exports]
 
 
 def _stage(log, number, title):
-    log(f"\n[{number}/6] {title}")
+    log(f"\n[{number}/5] {title}")
     return time.monotonic()
 
 
@@ -123,34 +136,58 @@ def _serve_one_image(saved_model_dir, image_path):
     return outputs["labels"][0, :height, :width].numpy()
 
 
-def run_demo(root, *, steps=300, num_train_images=None, num_val_images=None, eval_scales=PAPER_SCALES,
-             num_vis_images=8, log=print):
+def prepare_data(space, splits, *, log=print):
+    """The scenes in the VOC layout and their TFRecords in `space` (a `Workspace`), each reused when there.
+
+    Returns:
+        the VOC2012 folder.
+    """
+    voc, generated = dataset.build(space.data, splits=splits)
+    if generated:
+        for path in space.derived():  # Everything derived from an older dataset is stale.
+            shutil.rmtree(path, ignore_errors=True)
+    log(f"  {'generated' if generated else 'reusing'} {voc}")
+    if not glob.glob(os.path.join(space.tfrecords, "val-*")):
+        convert_voc2012(voc, space.tfrecords, splits=("train", "val"), num_shards=2)
+        log(f"  wrote {space.tfrecords}")
+    else:
+        log(f"  reusing {space.tfrecords}")
+    return voc
+
+
+def _write_montage(voc, space, count):
+    """The first `count` val scenes as image | ground truth | OS 8 prediction rows in <workspace>/montage.png."""
+    with open(os.path.join(voc, "ImageSets", "Segmentation", "val.txt")) as f:
+        image_ids = f.read().split()[:count]
+    scenes = [(np.asarray(Image.open(os.path.join(voc, "JPEGImages", i + ".jpg")).convert("RGB")),
+               np.asarray(Image.open(os.path.join(voc, "SegmentationClass", i + ".png"))),
+               np.asarray(Image.open(os.path.join(space.vis, "index", i + ".png")))) for i in image_ids]
+    return montage.write_montage(space.montage, scenes, colormap=dataset.INFO.colormap,
+                                 class_names=dataset.CLASS_NAMES, prediction_title="prediction (OS 8)")
+
+
+def run_demo(root, *, steps=STEPS, num_train_images=None, num_val_images=None, eval_scales=PAPER_SCALES,
+             num_vis_images=8, num_montage_images=4, log=print):
     """Runs the whole demo in `root`; returns a dict of the results and artefact paths."""
     space = Workspace(root)
     info = dataset.INFO
     splits = {"train": num_train_images or dataset.SPLITS["train"], "val": num_val_images or dataset.SPLITS["val"]}
     start = time.monotonic()
 
-    t = _stage(log, 1, f"Demo dataset ({splits['train']} train + {splits['val']} val synthetic scenes, VOC layout)")
-    voc, generated = dataset.build(space.data, splits=splits)
-    if generated:
-        for path in space.derived():  # Everything derived from an older dataset is stale.
-            shutil.rmtree(path, ignore_errors=True)
-    log(f"  {'generated' if generated else 'reusing'} {voc} ({time.monotonic() - t:.0f} s)")
+    t = _stage(log, 1, f"Demo dataset ({splits['train']} train + {splits['val']} val synthetic scenes, VOC layout) "
+                       "and TFRecords through the PASCAL VOC converter")
+    voc = prepare_data(space, splits, log=log)
+    log(f"  ({time.monotonic() - t:.0f} s)")
 
-    t = _stage(log, 2, "TFRecords through the PASCAL VOC converter")
-    if not glob.glob(os.path.join(space.tfrecords, "val-*")):
-        convert_voc2012(voc, space.tfrecords, splits=("train", "val"), num_shards=2)
-        log(f"  wrote {space.tfrecords} ({time.monotonic() - t:.0f} s)")
-    else:
-        log(f"  reusing {space.tfrecords}")
-
-    t = _stage(log, 3, f"Training DeepLabV3 (ResNet-50, output stride 16, {steps} steps)")
+    t = _stage(log, 2, f"Training DeepLabV3 (ResNet-50, output stride 16, {steps} steps)")
     config, summary = train_demo(space.tfrecords, space.workdir, steps=steps, log=lambda line: log("  " + line))
+    if summary["interrupted"]:  # Scoring a half-trained model would report numbers nobody asked for.
+        raise Interrupted(f"stopped by {summary['interrupted']} at step {summary['step']}, saved in "
+                          f"{summary['checkpoint']}: run the same command to resume.")
     log(f"  {summary['checkpoint']} ({time.monotonic() - t:.0f} s)")
 
     canvas = dataset.EVAL_CROP_SIZE
-    t = _stage(log, 4, f"Evaluation on the val split, {evaluator.protocol_description(canvas)} as the original "
+    t = _stage(log, 3, f"Evaluation on the val split, {evaluator.protocol_description(canvas)} as the original "
                        f"release evaluates: OS 16, OS 8, OS 8 with multi-scale inputs and flips")
     settings = [("OS 16", 16, (1.0,), False, canvas), ("OS 8", 8, (1.0,), False, canvas),
                 (f"OS 8, scales {','.join(f'{s:g}' for s in eval_scales)} + flip", 8, tuple(eval_scales), True,
@@ -164,15 +201,16 @@ def run_demo(root, *, steps=300, num_train_images=None, num_val_images=None, eva
         log(f"  {name}: mIOU {results['mean_iou']:.4f} -> {path}")
     log(f"  ({time.monotonic() - t:.0f} s)")
 
-    t = _stage(log, 5, "Colourised predictions (OS 8) of the first val images")
+    t = _stage(log, 4, "Colourised predictions (OS 8) of the first val images, and a montage of a few")
     model, prefix, _ = workdir_lib.load_model(space.workdir, output_stride=8, fold_batch_norm=True)
     if not os.path.isdir(os.path.join(space.vis, "overlay")):
         _, examples = visualizer.split_examples(config.dataset.eval_pattern)
         examples = (example for _, example in zip(range(num_vis_images), examples))
-        visualizer.visualize(model, examples, space.vis, colormap=info.colormap)
-    log(f"  {space.vis}/{{index,color,overlay}}/ ({time.monotonic() - t:.0f} s)")
+        visualizer.visualize(model, examples, space.vis, colormap=info.colormap, eval_crop_size=canvas)
+    montage_png = _write_montage(voc, space, min(num_montage_images, num_vis_images))
+    log(f"  {space.vis}/{{index,color,overlay}}/, {montage_png} ({time.monotonic() - t:.0f} s)")
 
-    t = _stage(log, 6, "SavedModel export (OS 8) and one request to it")
+    t = _stage(log, 5, "SavedModel export (OS 8) and one request to it")
     version_dir = os.path.join(space.exports, "1")
     settings_path = os.path.join(version_dir, export.SETTINGS_FILE)
     exported_from = json.load(open(settings_path)).get("checkpoint") if os.path.exists(settings_path) else None
@@ -189,7 +227,8 @@ def run_demo(root, *, steps=300, num_train_images=None, num_val_images=None, eva
 
     return {
         "workspace": space.root, "voc": voc, "tfrecords": space.tfrecords, "workdir": space.workdir,
-        "checkpoint": prefix, "vis": space.vis, "saved_model": version_dir, "served_image": image_path,
+        "checkpoint": prefix, "vis": space.vis, "montage": montage_png, "saved_model": version_dir,
+        "served_image": image_path,
         "served_prediction": served_png, "served_shape": list(served.shape), "evaluations": evaluations,
         "seconds": time.monotonic() - start,
     }
@@ -207,11 +246,12 @@ def format_report(result):
     for setting, results, _ in result["evaluations"]:
         lines.append(f"  {setting:<44} {results['mean_iou']:>8.4f} {results['pixel_accuracy']:>10.4f}")
     lines += [f"  (a uniform guess scores about {chance:.2f} IoU per class)", "",
+              f"Look first: {result['montage']} (val scenes: image | ground truth | prediction at OS 8)", "",
               f"Per class, {name}:", metrics.format_metrics_table(best), "", "Artefacts:"]
     rows = [("dataset (VOC layout)", result["voc"]), ("TFRecords", result["tfrecords"]),
             ("checkpoint", result["checkpoint"]), ("TensorBoard", f"tensorboard --logdir {result['workdir']}"),
             ("eval JSON", os.path.join(result["workdir"], "eval_os*", "metrics-*.json")),
-            ("predictions", os.path.join(result["vis"], "{index,color,overlay}")),
+            ("predictions", os.path.join(result["vis"], "{index,color,overlay}")), ("montage", result["montage"]),
             ("SavedModel", result["saved_model"]),
             ("served prediction", f"{result['served_prediction']} ({result['served_shape'][0]}x"
                                   f"{result['served_shape'][1]}, from {os.path.basename(result['served_image'])})")]
