@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from deeplab_tf import workdir as workdir_lib
 from deeplab_tf.data import make_example
+from deeplab_tf.training import strategies
 from deeplab_tf.training.trainer import train
 from training_utils import make_learnable_voc, small_config
 
@@ -366,6 +368,60 @@ def test_usage_names_a_config_that_exists():
     assert os.path.isfile(os.path.join(ROOT, path)), result.stderr
     from experiments.configs import voc_recipe
     assert setting in voc_recipe.SETTINGS
+
+
+# --- cluster settings ---------------------------------------------------------------------------------
+
+def _cluster(role, index, **roles):
+    return json.dumps({"cluster": roles, "task": {"type": role, "index": index}})
+
+
+@pytest.mark.parametrize("strategy, tf_config, message", [
+    ("multi_worker_mirrored", _cluster("worker", 0, worker=["localhost:2222"])[:-1],
+     r"TF_CONFIG is not JSON \(Expecting ',' delimiter: .*\): give e.g. \{\"cluster\": "),
+    ("parameter_server", _cluster("worker", 3, chief=["localhost:2220"], worker=["localhost:2221"], ps=["localhost:2222"]),
+     r"TF_CONFIG gives this task the index 3, but its cluster has 1 worker address\(es\): give an index from 0 to 0\."),
+    ("multi_worker_mirrored", _cluster("chief", 0, worker=["localhost:2221", "localhost:2222"]),
+     r"TF_CONFIG gives this task the type 'chief', which is not a role of its cluster \(worker\): give one of those\."),
+    ("multi_worker_mirrored", _cluster("worker", 0, worker=["localhost:{port}"]),
+     r"TF_CONFIG gives this task \(worker 0\) the address localhost:\d+, whose port is in use on this machine: stop "
+     r"what holds it \(a task of an earlier run\?\) or give this task a free port\."),
+    ("parameter_server", _cluster("ps", 0, chief=["localhost:2220"], worker=["localhost:2221"], ps=["localhost:{port}"]),
+     r"TF_CONFIG gives this task \(ps 0\) the address localhost:\d+, whose port is in use"),
+])
+def test_a_malformed_tf_config_is_one_line(tfrecords, tmp_path, strategy, tf_config, message):
+    """TensorFlow reported each in a 22-49 line traceback (the ps task's port: when its server started)."""
+    with socket.create_server(("localhost", 0)) as taken:
+        config = _config_file(tmp_path / "config.py", tfrecords)
+        result = subprocess.run(
+            _deeplab_train(f"--config={config}", f"--workdir={tmp_path / 'run'}", f"--config.train.strategy={strategy}"),
+            capture_output=True, text=True, timeout=300,
+            env={**_env(), "TF_CONFIG": tf_config.replace("{port}", str(taken.getsockname()[1]))})
+    assert result.returncode == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and re.fullmatch(f"deeplab-train: {message}.*", lines[0]), result.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("[]", "TF_CONFIG is not an object with a cluster and a task: give e.g. "),
+    (_cluster("worker", 0, workers=["a:1"]), "TF_CONFIG has 'workers': ['a:1'] in its cluster; give lists of addresses "
+                                             "for the roles chief, worker, ps."),
+    (_cluster("worker", 0, worker="a:1"), "TF_CONFIG has 'worker': 'a:1' in its cluster"),
+    (_cluster("worker", 0, worker=["a"]), "TF_CONFIG gives worker 0 the address 'a', not host:port with a port in "
+                                          "1..65535."),
+    (_cluster("worker", 0, worker=["a:1", "b:70000"]), "TF_CONFIG gives worker 1 the address 'b:70000', not host:port"),
+    (_cluster("worker", "0", worker=["a:1"]), "TF_CONFIG gives this task the index '0', but its cluster has 1 worker"),
+    (json.dumps({"cluster": {"worker": ["a:1"]}}), "TF_CONFIG gives this task the type None, which is not a role"),
+])
+def test_tf_config_shapes_are_checked_before_tensorflow_reads_them(monkeypatch, tf_config, message):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError) as error:
+        strategies.task_from_tf_config()
+    assert str(error.value).startswith(message), str(error.value)
+    monkeypatch.setenv("TF_CONFIG", _cluster("worker", 1, worker=["a:1", "b:2"]))
+    assert strategies.task_from_tf_config() == ("worker", 1)
+    assert strategies.check_own_port() is None  # b is not this machine: nothing to tell
 
 
 # --- a full disk while checkpointing --------------------------------------------------------------

@@ -11,7 +11,6 @@ and wait; the chief trains. One trainer at a time uses a workdir (its lock, `<wo
 released however the run ends; a crashed trainer's lock is taken over on this host).
 """
 
-import json
 import os
 import re
 import sys
@@ -20,7 +19,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
-from deeplab_tf.training.strategies import LostPeerError, serves_parameter_servers, task_from_tf_config
+from deeplab_tf.training.strategies import (LostPeerError, check_own_port, serves_parameter_servers,
+                                            task_from_tf_config, tf_config)
 
 
 class _UnusableRecordedConfig(Exception):
@@ -80,10 +80,14 @@ def _serve_cluster_task(task_type, task_index):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    task_type, task_index = task_from_tf_config()
-    if serves_parameter_servers():
-        _serve_cluster_task(task_type, task_index)
-        return
+    try:
+        task_type, task_index = task_from_tf_config()
+        if serves_parameter_servers():
+            check_own_port()
+            _serve_cluster_task(task_type, task_index)
+            return
+    except ValueError as error:  # a mistake in TF_CONFIG
+        sys.exit(f"deeplab-train: {error}")
     if _CONFIG.value is None:
         raise app.UsageError(f"--config is required, e.g. --config={_EXAMPLE_CONFIG}")
     if not _WORKDIR.value:
@@ -97,8 +101,8 @@ def main(argv):
     tf.get_logger().setLevel("WARNING")  # The coordinator logs every join at INFO.
 
     try:
-        train(_CONFIG.value, _WORKDIR.value, run_info={"argv": sys.argv, "tf_config": json.loads(
-            os.environ.get("TF_CONFIG", "{}") or "{}")}, break_lock=_BREAK_LOCK.value)
+        train(_CONFIG.value, _WORKDIR.value, run_info={"argv": sys.argv, "tf_config": tf_config()},
+              break_lock=_BREAK_LOCK.value)
     except (ValueError, FileNotFoundError, FloatingPointError, WorkdirError, LostPeerError) as error:
         print(f"deeplab-train: {error}", file=sys.stderr)
         sys.exit(1)
