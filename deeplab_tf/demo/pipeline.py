@@ -156,9 +156,9 @@ def prepare_data(space, splits, *, log=print):
 
 
 def _write_montage(voc, space, count):
-    """The first `count` val scenes as image | ground truth | OS 8 prediction rows in <workspace>/montage.png."""
-    with open(os.path.join(voc, "ImageSets", "Segmentation", "val.txt")) as f:
-        image_ids = f.read().split()[:count]
+    """`count` of the predicted val scenes as image | ground truth | OS 8 prediction rows in <workspace>/montage.png."""
+    # The predicted scenes come in the TFRecord shards' order, not val.txt's: take them from the PNGs.
+    image_ids = sorted(name[:-len(".png")] for name in os.listdir(os.path.join(space.vis, "index")))[:count]
     scenes = [(np.asarray(Image.open(os.path.join(voc, "JPEGImages", i + ".jpg")).convert("RGB")),
                np.asarray(Image.open(os.path.join(voc, "SegmentationClass", i + ".png"))),
                np.asarray(Image.open(os.path.join(space.vis, "index", i + ".png")))) for i in image_ids]
