@@ -13,6 +13,15 @@ UNIT_RANGE_CENTRE = (127.5, 127.5, 127.5)
 # void classes, the padding of training crops).
 IGNORE_LABEL = 255
 
+# The Keras dtype policies our binaries and benchmarks offer (deeplab_tf.modeling.precision).
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+# The dtypes an exported SavedModel may store its weights in (deeplab_tf.export).
+WEIGHTS_DTYPES = ("float32", "bfloat16", "float16")
+# The largest image the served model decodes: Cityscapes' full 2048x1024 frames fit twice; larger requests are
+# refused before decoding.
+DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
+
 # TensorFlow's oneDNN convolutions re-lay out a variable's weights for their kernels on every call and keep
 # the result only for constants. Set to 1 (or true), the weights of every traced graph count as constants:
 # laid out at the graph's first call, then reused (R101 at 513x513 here: 7-11% faster). A graph whose

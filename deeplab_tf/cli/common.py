@@ -1,21 +1,29 @@
-"""Flags and the exit path shared by deeplab-eval and deeplab-vis: the checkpoint, the dataset and
-the inference options (output stride, scales, flips, sliding windows, eval crop)."""
+"""Flags shared by deeplab-eval, deeplab-vis and deeplab-export: the checkpoint, the dataset and the
+inference options (output stride, scales, flips, sliding windows, eval crop). What a flag leaves unset comes
+from the checkpoint's workdir (its config.json) where the run recorded it: the dataset, its class count and
+colours, the evaluation canvas.
+
+Nothing here imports TensorFlow at import time: a binary's --help stays quick.
+"""
 
 import math
+import os
 
 from absl import app, flags
 
 from deeplab_tf.cli.usage import exit_on_user_error, require  # noqa: F401  (the binaries' own)
-from deeplab_tf.data import dataset_info_from_spec, get_dataset_info
-from deeplab_tf.modeling.precision import PRECISIONS
+from deeplab_tf.data import dataset_info_for, dataset_info_from_spec, get_dataset_info
+from deeplab_tf.constants import PRECISIONS
 
 CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None,
     "A training workdir (its latest checkpoint), its checkpoints/ folder or a checkpoint prefix "
     "such as <workdir>/checkpoints/ckpt-30000.")
+DEFAULT_DATASET = "pascal_voc_seg"
 DATASET = flags.DEFINE_string(
-    "dataset", "pascal_voc_seg",
-    "Registered dataset (pascal_voc_seg, cityscapes, coco_voc, ade20k): classes, names, colormap.")
+    "dataset", None,
+    "Registered dataset (pascal_voc_seg, cityscapes, coco_voc, ade20k): classes, names, colormap. Default: the "
+    f"one the checkpoint's workdir trained on (its config.json), else {DEFAULT_DATASET}.")
 DATASET_SPEC = flags.DEFINE_string(
     "dataset_spec", None, "JSON dataset spec of your own data; replaces --dataset (docs/data.md).")
 OUTPUT_STRIDE = flags.DEFINE_integer(
@@ -72,16 +80,61 @@ MULTI_GRID = flags.DEFINE_list(
 MAX_IMAGES = flags.DEFINE_integer(
     "max_images", None, "Process only the first this many images (a quick look).", lower_bound=1)
 
-def dataset_info():
-    """The DatasetInfo of --dataset_spec or else --dataset."""
+def recorded_run(checkpoint):
+    """(path of the run's config.json, the config it records) for the checkpoint's workdir; (None, None) when
+    there is none (a checkpoint of the original release, a workdir from before config.json)."""
+    from deeplab_tf import workdir  # Imports TensorFlow: only once a binary runs.
+
+    try:
+        run = workdir.resolve_checkpoint(checkpoint)[0]
+    except FileNotFoundError:
+        return None, None  # The binary's model loading names the missing checkpoint.
+    recorded = workdir.recorded_config(run)
+    return (os.path.join(run, workdir.RUN_CONFIG), recorded) if recorded else (None, None)
+
+
+def dataset_info(checkpoint=None):
+    """The DatasetInfo of --dataset_spec, --dataset, or else of the dataset the checkpoint's workdir trained on
+    (its config.json: the name and class count), else PASCAL VOC's.
+
+    Raises:
+        app.UsageError: an unknown --dataset or a bad --dataset_spec.
+        ValueError: --dataset contradicts the workdir's dataset (one line naming both).
+    """
+    path, recorded = recorded_run(checkpoint) if checkpoint else (None, None)
+    trained = (recorded or {}).get("dataset", {})
+    name, num_classes = trained.get("name"), trained.get("num_classes", 0)
+    if DATASET.value and name and DATASET.value != name:
+        raise ValueError(f"--dataset={DATASET.value}, but {path} records training on {name}: drop --dataset to "
+                         f"use the run's, or give the checkpoint of a {DATASET.value} run.")
     try:
         if DATASET_SPEC.value:
             return dataset_info_from_spec(DATASET_SPEC.value)
-        return get_dataset_info(DATASET.value)
+        if DATASET.value:
+            return dataset_info_for(DATASET.value, num_classes)
     except KeyError as error:
         raise app.UsageError(f"--dataset: {error.args[0]}") from None
     except (OSError, ValueError, TypeError) as error:
         raise app.UsageError(f"--dataset_spec={DATASET_SPEC.value}: {error}") from None
+    if not name:
+        return get_dataset_info(DEFAULT_DATASET)
+    try:
+        return dataset_info_for(name, num_classes)
+    except KeyError:
+        raise ValueError(f"{path} records training on dataset {name!r}, which is not registered here: give its "
+                         f"spec with --dataset_spec.") from None
+
+
+def eval_crop_size(checkpoint):
+    """(canvas, where it comes from): --eval_crop_size when given (None for none), else the evaluation canvas
+    the checkpoint's workdir records in its config.json (None without one: each image at its own size)."""
+    if EVAL_CROP_SIZE.present:
+        return _size(EVAL_CROP_SIZE, "513,513"), "--eval_crop_size"
+    from deeplab_tf import workdir
+
+    path, recorded = recorded_run(checkpoint)
+    crop = workdir.recorded_eval_crop_size(os.path.dirname(path)) if path else None
+    return crop, (f"the eval_crop_size of {path}" if crop else "no --eval_crop_size, none recorded")
 
 
 def _size(flag, example):
@@ -98,8 +151,9 @@ def _size(flag, example):
     return (size * 2)[:2]
 
 
-def inference_options():
-    """`inference.predict`'s keyword arguments (scales, flip, window_size, eval_crop_size) from the flags."""
+def inference_options(checkpoint):
+    """`inference.predict`'s keyword arguments (scales, flip, window_size, eval_crop_size) from the flags, the
+    canvas from the checkpoint's workdir when --eval_crop_size is not given (`eval_crop_size`)."""
     try:
         scales = tuple(float(scale) for scale in SCALES.value)
     except ValueError:
@@ -108,7 +162,7 @@ def inference_options():
         raise app.UsageError(f"--eval_scales: expected a comma list of positive numbers such as "
                              f"0.5,0.75,1.0, got {','.join(SCALES.value)!r}")
     return {"scales": scales, "flip": FLIP.value, "window_size": _size(WINDOW_SIZE, "769"),
-            "eval_crop_size": _size(EVAL_CROP_SIZE, "513,513")}
+            "eval_crop_size": eval_crop_size(checkpoint)[0]}
 
 
 def _positive_ints(flag, example):

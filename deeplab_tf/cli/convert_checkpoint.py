@@ -14,11 +14,10 @@ multi-grid: pass the values its train.py ran with. Every tensor is copied exactl
 (deeplab-eval, -vis, -export and config.train.init_checkpoint also read a release checkpoint directly.)
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 
-from deeplab_tf import checkpoint_conversion
 from deeplab_tf.cli.usage import exit_on_user_error, require
 
 _TO = flags.DEFINE_enum("to", None, ["release", "deeplab_tf"], "Which way to convert.")
@@ -54,8 +53,8 @@ def main(argv):
     if to == "release" and (rates or multi_grid or _OUTPUT_STRIDE.present):
         raise app.UsageError("--output_stride, --atrous_rates and --multi_grid describe a release checkpoint "
                              "(--to=deeplab_tf); the workdir records its model: drop them.")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TF's INFO lines while saving would bury the one-line report.
+    from deeplab_tf import checkpoint_conversion  # Here: --help must not wait for TensorFlow.
+
     with exit_on_user_error("deeplab-convert-checkpoint"):
         if to == "release":
             prefix, note = checkpoint_conversion.workdir_to_release(checkpoint, output_dir)

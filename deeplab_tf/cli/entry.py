@@ -9,7 +9,7 @@ named by sys.argv[0] (the wrapper's path, which defines none). absl also exits 1
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from deeplab_tf.constants import ASSUME_FROZEN_WEIGHTS
 
@@ -45,8 +45,16 @@ def run(main, module_name="__main__", *, flags_parser=parse_flags, inference_onl
     if inference_only:
         os.environ.setdefault(ASSUME_FROZEN_WEIGHTS, "1")
     module = sys.modules[module_name]
+
+    def quiet_main(argv):
+        # TensorFlow's Python INFO lines (checkpoint sharding, ~300 renamed captures while saving) bury the
+        # tool's own report; --verbosity=0 shows them again.
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        return main(argv)
+
     if module_name != "__main__":
         sys.modules["__main__"].__doc__ = module.__doc__
         for flag in flags.FLAGS.get_key_flags_for_module(module):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main, flags_parser=flags_parser)
+    app.run(quiet_main, flags_parser=flags_parser)

@@ -18,10 +18,9 @@ from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before Tensor
 
 from deeplab_tf.cli import common
 from deeplab_tf.data.errors import check_output_dir
-from deeplab_tf.evaluation import evaluator
-from deeplab_tf.evaluation.metrics import format_metrics_table
 
 EVAL_PATTERN = flags.DEFINE_string("eval_pattern", None, "TFRecord glob of the split to evaluate.")
+flags.adopt_module_key_flags(common)  # --help lists the shared flags this binary takes, not only its own.
 LOOP = flags.DEFINE_boolean(
     "loop", False, "Evaluate the latest checkpoint, then each new one as training writes it.")
 LOOP_TIMEOUT_SECS = flags.DEFINE_integer(
@@ -30,6 +29,9 @@ LOOP_TIMEOUT_SECS = flags.DEFINE_integer(
 
 
 def _report(results, path):
+    from deeplab_tf.evaluation import evaluator
+    from deeplab_tf.evaluation.metrics import format_metrics_table
+
     print(format_metrics_table(results))
     print(f"step {results['step']}: mIOU {100 * results['mean_iou']:.2f}% over "
           f"{results['num_images']} images (output stride {results['output_stride']}, scales "
@@ -41,14 +43,16 @@ def _report(results, path):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from deeplab_tf.evaluation import evaluator  # Here: --help must not wait for TensorFlow.
+
     checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
     eval_pattern = common.require(EVAL_PATTERN, "'/data/voc_tfrecord/val-*'")
-    kwargs = dict(common.inference_options(), dataset_info=common.dataset_info(),
-                  output_stride=common.OUTPUT_STRIDE.value, output_dir=common.OUTPUT_DIR.value,
-                  max_images=common.MAX_IMAGES.value, precision=common.PRECISION.value,
-                  resize=common.resize_options(), **common.release_options(),
-                  progress=evaluator.ProgressPrinter("deeplab-eval"))
+    resize = common.resize_options()
     with common.exit_on_user_error("deeplab-eval"):
+        kwargs = dict(common.inference_options(checkpoint), dataset_info=common.dataset_info(checkpoint),
+                      output_stride=common.OUTPUT_STRIDE.value, output_dir=common.OUTPUT_DIR.value,
+                      max_images=common.MAX_IMAGES.value, precision=common.PRECISION.value, resize=resize,
+                      progress=evaluator.ProgressPrinter("deeplab-eval"), **common.release_options())
         if common.OUTPUT_DIR.value:
             check_output_dir(common.OUTPUT_DIR.value)  # before hours of evaluation, not after
         if LOOP.value:

@@ -14,15 +14,18 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
 
-from deeplab_tf import export, workdir
+from deeplab_tf import export
 from deeplab_tf.cli import common
 from deeplab_tf.data.errors import check_output_dir
-from deeplab_tf.evaluation import evaluator
 
+# --help lists the shared flags this binary takes, not only its own.
+for _name in ("checkpoint", "dataset", "dataset_spec", "eval_output_stride", "eval_scales", "flip", "window_size",
+              "eval_crop_size", "precision", "atrous_rates", "multi_grid"):
+    flags.declare_key_flag(_name)
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "Base directory of the exported versions (TF Serving's --model_base_path).")
 _VERSION = flags.DEFINE_integer(
@@ -42,10 +45,11 @@ _TFLITE_PATH = flags.DEFINE_string(
     "unless --weights_dtype=float32).")
 
 
-def _class_names():
-    """The class names of --dataset/--dataset_spec when given, else None (names class_<i>)."""
-    if flags.FLAGS["dataset"].present or flags.FLAGS["dataset_spec"].present:
-        return common.dataset_info().class_names
+def _class_names(checkpoint):
+    """The class names of --dataset/--dataset_spec, or of the dataset the checkpoint's workdir trained on; None
+    without either (names class_<i>)."""
+    if common.DATASET.value or common.DATASET_SPEC.value or common.recorded_run(checkpoint)[1]:
+        return common.dataset_info(checkpoint).class_names or None
     return None
 
 
@@ -58,17 +62,6 @@ def _check_tflite_path(path):
     check_output_dir(folder, name=f"--tflite_path={path}: its folder {folder}")
 
 
-def _eval_crop_size(checkpoint, given):
-    """(canvas, where it comes from): --eval_crop_size when given (None for none), else the eval canvas the
-    checkpoint's workdir records in its config.json (None without one)."""
-    if common.EVAL_CROP_SIZE.present:
-        return given, "--eval_crop_size"
-    run = workdir.resolve_checkpoint(checkpoint)[0]
-    recorded = workdir.recorded_eval_crop_size(run)
-    return recorded, (f"the eval_crop_size of {os.path.join(run, workdir.RUN_CONFIG)}" if recorded else
-                      f"{run} records no eval canvas")
-
-
 def _report(path, seconds, note=""):
     print(f"deeplab-export: wrote {path} in {seconds:.1f} s ({export.disk_size(path) / 1e6:.1f} MB){note}",
           flush=True)
@@ -79,17 +72,18 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
     export_dir = common.require(_EXPORT_DIR, "/models/deeplab")
-    options = common.inference_options()
-    class_names = _class_names()
     if _TFLITE_PATH.value and common.PRECISION.value != "float32":
         raise app.UsageError("--tflite_path needs --precision=float32: TFLite has no bfloat16 kernels.")
-    if not flags.FLAGS["verbosity"].present:
-        # TF's INFO lines while saving (one lists ~300 renamed captures) would bury the report.
-        logging.set_verbosity(logging.WARNING)
+    # Here, not at the top: --help must not wait for TensorFlow.
+    from deeplab_tf import workdir
+    from deeplab_tf.evaluation import evaluator
+
     with common.exit_on_user_error("deeplab-export"):
+        options = common.inference_options(checkpoint)
+        class_names = _class_names(checkpoint)
         if _TFLITE_PATH.value:  # before a SavedModel version is written, not after
             _check_tflite_path(_TFLITE_PATH.value)
-        options["eval_crop_size"], source = _eval_crop_size(checkpoint, options["eval_crop_size"])
+        source = common.eval_crop_size(checkpoint)[1]
         model, prefix, _ = workdir.load_model(
             checkpoint, output_stride=common.OUTPUT_STRIDE.value,
             num_classes=len(class_names) if class_names else None, precision=common.PRECISION.value,

@@ -3,10 +3,7 @@
 import contextlib
 import sys
 
-import tensorflow as tf
 from absl import app
-
-from deeplab_tf.data.faults import op_error_summary
 
 
 def require(flag, example):
@@ -20,6 +17,10 @@ def require(flag, example):
 def exit_on_user_error(program):
     """Ends the program with the error's one-line message (exit status 1) instead of a traceback
     when a user mistake surfaces: a missing file, an empty split, a wrong checkpoint."""
+    import tensorflow as tf  # Here, not at the top: a binary's --help must not wait for TensorFlow.
+
+    from deeplab_tf.data.faults import op_error_summary
+
     try:
         yield
     except tf.errors.ResourceExhaustedError as error:

@@ -25,10 +25,13 @@ from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before Tensor
 
 from deeplab_tf import visualization
 from deeplab_tf.cli import common
-from deeplab_tf.evaluation import evaluator, submission, visualizer
 from deeplab_tf.data.errors import check_output_dir
-from deeplab_tf.workdir import load_model
+from deeplab_tf.evaluation import submission
 
+# --help lists the shared flags this binary takes, not only its own.
+for _name in ("checkpoint", "dataset", "dataset_spec", "eval_output_stride", "eval_scales", "flip", "window_size",
+              "eval_crop_size", "output_dir", "precision", "max_images", "atrous_rates", "multi_grid"):
+    flags.declare_key_flag(_name)
 IMAGE_DIR = flags.DEFINE_string("image_dir", None, "Folder of images (sub-folders too) to segment.")
 IMAGE_IDS = flags.DEFINE_string(
     "image_ids", None,
@@ -104,7 +107,12 @@ def main(argv):
                              "--vis_pattern (a TFRecord split)")
     if IMAGE_IDS.value and not IMAGE_DIR.value:
         raise app.UsageError("--image_ids selects images of --image_dir; give --image_dir too")
-    info = common.dataset_info()
+    # Here, not at the top: --help must not wait for TensorFlow.
+    from deeplab_tf.evaluation import evaluator, visualizer
+    from deeplab_tf.workdir import load_model
+
+    with common.exit_on_user_error("deeplab-vis"):
+        info = common.dataset_info(checkpoint)
     if CITYSCAPES_LABEL_IDS.value:
         _require_classes("--cityscapes_label_ids", _CITYSCAPES_TRAIN_CLASSES, "cityscapes", info)
     if SUBMISSION.value:
@@ -113,8 +121,8 @@ def main(argv):
     if common.resize_options():  # the PNGs must keep each image's own size (servers, overlays)
         raise app.UsageError("--min_resize_value is a deeplab-eval protocol; deeplab-vis writes each prediction "
                              "at its image's size: drop the resize flags.")
-    options = common.inference_options()
     with common.exit_on_user_error("deeplab-vis"):
+        options = common.inference_options(checkpoint)
         if IMAGE_DIR.value:
             image_ids = visualizer.read_image_ids(IMAGE_IDS.value) if IMAGE_IDS.value else None
             # An output folder inside the image folder would be segmented again by every rerun.

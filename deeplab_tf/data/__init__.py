@@ -9,7 +9,7 @@ from deeplab_tf._lazy import lazy_exports
 _EXPORTS = {
     "bootstrap": "pipeline", "eval_dataset": "pipeline", "train_dataset": "pipeline",
     "DatasetInfo": "registry", "dataset_info_from_spec": "registry",
-    "get_dataset_info": "registry", "register_dataset": "registry",
+    "get_dataset_info": "registry", "register_dataset": "registry", "dataset_info_for": "registry",
     "make_example": "tfrecord", "parse_example": "tfrecord",
     "DataError": "validation",
 }

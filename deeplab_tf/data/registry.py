@@ -107,6 +107,16 @@ def get_dataset_info(name):
                        "with register_dataset(dataset_info_from_spec(...)).") from None
 
 
+def dataset_info_for(name, num_classes=0):
+    """The registered dataset `name` with `num_classes` classes (a config's dataset.num_classes; 0: the
+    registry's). Another count than the registry's keeps the ignore label and drops the names and colours
+    (class_<i>, the PASCAL colormap), as a run trained on its own class count has them."""
+    info = get_dataset_info(name)
+    if num_classes and num_classes != info.num_classes:
+        info = dataclasses.replace(info, num_classes=num_classes, class_names=(), colormap="pascal")
+    return info
+
+
 def dataset_names():
     """The registered datasets' names, sorted."""
     return sorted(_REGISTRY)

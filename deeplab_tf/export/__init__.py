@@ -4,13 +4,17 @@
     signatures.py   the serving module, its two signatures, numbered versions (export_version)
     tflite.py       the float-image signature converted to TFLite
 
-See docs/export.md for the signatures, the recorded settings and serving.
+See docs/export.md for the signatures, the recorded settings and serving. The names load their module on
+first use, so deeplab-export's --help does not wait for TensorFlow.
 """
 
-from deeplab_tf.export.signatures import (DEFAULT_MAX_IMAGE_PIXELS, FLOAT_SIGNATURE, LABEL_PADDING,
-                                          SERVING_SIGNATURE, SETTINGS_FILE, WEIGHTS_DTYPES, disk_size,
-                                          export_saved_model, export_version, next_version)
-from deeplab_tf.export.tflite import export_tflite
+from deeplab_tf._lazy import lazy_exports
+from deeplab_tf.constants import DEFAULT_MAX_IMAGE_PIXELS, WEIGHTS_DTYPES  # noqa: F401
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "FLOAT_SIGNATURE", "LABEL_PADDING", "SERVING_SIGNATURE", "SETTINGS_FILE",
-           "WEIGHTS_DTYPES", "disk_size", "export_saved_model", "export_tflite", "export_version", "next_version"]
+_EXPORTS = {name: "signatures" for name in ("FLOAT_SIGNATURE", "LABEL_PADDING", "SERVING_SIGNATURE", "SETTINGS_FILE",
+                                            "disk_size", "export_saved_model", "export_version", "next_version")}
+_EXPORTS["export_tflite"] = "tflite"
+
+__all__ = sorted([*_EXPORTS, "DEFAULT_MAX_IMAGE_PIXELS", "WEIGHTS_DTYPES"])
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

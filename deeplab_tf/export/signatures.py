@@ -30,6 +30,7 @@ import time
 import keras
 import tensorflow as tf
 
+from deeplab_tf.constants import DEFAULT_MAX_IMAGE_PIXELS, WEIGHTS_DTYPES
 from deeplab_tf.evaluation.evaluator import canvas_options
 from deeplab_tf.evaluation.inference import predict
 from deeplab_tf.export.decoding import check_pixels, decode_image_bytes
@@ -37,9 +38,6 @@ from deeplab_tf.export.decoding import check_pixels, decode_image_bytes
 SERVING_SIGNATURE = "serving_default"
 FLOAT_SIGNATURE = "predict_images"
 SETTINGS_FILE = os.path.join("assets.extra", "deeplab_export.json")
-WEIGHTS_DTYPES = ("float32", "bfloat16", "float16")
-# Cityscapes' full 2048x1024 frames fit twice; larger requests are refused before decoding.
-DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
 # Label value of the padding around images smaller than the batch's largest one.
 LABEL_PADDING = -1
 

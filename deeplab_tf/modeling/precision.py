@@ -4,8 +4,7 @@ import contextlib
 
 import keras
 
-# The Keras policies our binaries and benchmarks offer.
-PRECISIONS = ("float32", "mixed_bfloat16")
+from deeplab_tf.constants import PRECISIONS  # noqa: F401  (re-exported: the policies we offer)
 
 
 @contextlib.contextmanager
