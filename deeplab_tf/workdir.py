@@ -82,13 +82,9 @@ def earlier_checkpoints(prefix):
 
 def checkpoint_deleted(prefix):
     """Whether checkpoint `prefix` is gone or going, as a trainer's CheckpointManager deletes its oldest: its
-    index or a data shard is missing, or its folder's `checkpoint` file lists it no more. A checkpoint whose
-    files are all there but unreadable was cut short instead."""
+    index or a data shard is missing. A checkpoint whose files are all there but unreadable was cut short instead."""
     data = tf.io.gfile.glob(prefix + ".data-*")
-    if not tf.io.gfile.exists(prefix + ".index") or not data or len(data) < int(data[0].rsplit("-of-", 1)[1]):
-        return True
-    state = tf.train.get_checkpoint_state(os.path.dirname(prefix))
-    return state is not None and prefix not in state.all_model_checkpoint_paths
+    return not tf.io.gfile.exists(prefix + ".index") or not data or len(data) < int(data[0].rsplit("-of-", 1)[1])
 
 
 def restore(checkpoint, prefix):

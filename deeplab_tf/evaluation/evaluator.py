@@ -300,8 +300,11 @@ def evaluate_new_checkpoints(checkpoint_dir, file_pattern, *, timeout_secs, **kw
     for prefix in tf.train.checkpoints_iterator(checkpoint_dir, timeout=timeout_secs):
         try:
             yield evaluate_checkpoint(prefix, file_pattern, **kwargs)
-        except FileNotFoundError:
-            if not workdir_lib.checkpoint_deleted(prefix):
+        except (FileNotFoundError, workdir_lib.CheckpointReadError):
+            # Deleted: its files gone, or the folder's `checkpoint` file, which named it, lists it no more.
+            state = tf.train.get_checkpoint_state(checkpoint_dir)
+            listed = state is not None and prefix in state.all_model_checkpoint_paths
+            if listed and not workdir_lib.checkpoint_deleted(prefix):
                 raise
             logging.warning("Skipped %s: the trainer deleted it (config.train.keep_checkpoints) before it could "
                             "be read.", prefix)
