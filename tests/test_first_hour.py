@@ -63,6 +63,19 @@ def test_no_start_up_lines_that_read_as_failures(command):
     assert [line for line in result.stderr.splitlines() if line.startswith(START_UP_PREFIXES)] == []
 
 
+def test_the_serving_decode_plans_no_uint8_transpose():
+    """The serving signature's EXIF turn transposed uint8 pixels, which oneDNN refuses on some CPUs with an E0000
+    line ("oneDNN supports DT_UINT8 only on platforms with AVX-512") in every demo run and server start."""
+    code = ("import io, numpy, PIL.Image, tensorflow as tf\n"
+            "from deeplab_tf.export import decoding\n"
+            "data = io.BytesIO(); PIL.Image.fromarray(numpy.zeros((9, 7, 3), numpy.uint8)).save(data, 'JPEG')\n"
+            "decode = tf.function(lambda x: decoding.decode_image_bytes(x, 10**7, tf.constant(0)))\n"
+            "assert decode(tf.constant(data.getvalue())).shape == (9, 7, 3)")
+    result = _run([sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr
+    assert "DT_UINT8" not in result.stderr
+
+
 def test_a_users_log_level_still_shows_tensorflows_lines():
     result = subprocess.run([sys.executable, "-c", "import deeplab_tf; deeplab_tf.DeepLabV3(num_classes=3)"],
                             cwd=REPO, env={**_env(), "TF_CPP_MIN_LOG_LEVEL": "0"}, capture_output=True, text=True,

@@ -223,9 +223,11 @@ def decode_image_bytes(image_bytes, max_image_pixels, index):
 
     with tf.control_dependencies([check]):
         image = _or_fallback(decode, image_bytes, tf.zeros([0, 0, 3], tf.uint8))
-    image = _upright(image, orientation)
+    # Turned as float32: oneDNN's uint8 transpose exists only on some CPUs, and TensorFlow logs an error
+    # ("oneDNN supports DT_UINT8 only on platforms with AVX-512") each time it plans the graph elsewhere.
+    image = _upright(tf.cast(image, tf.float32), orientation)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     checks = [_refuse_unless(height * width > 0, "corrupt or truncated: it cannot be decoded.", index),
               check_pixels(height, width, max_image_pixels, index)]
     with tf.control_dependencies(checks):
-        return tf.cast(image, tf.float32)
+        return tf.identity(image)
