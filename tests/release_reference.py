@@ -47,8 +47,8 @@ class ReleaseOptions:
     """The release's flags (train.py / common.py) that shape the graph.
 
     `backbone_batch_norm_decay` is the release's 0.95 (core/feature_extractor.py); tests that compare moving
-    averages set it to our 0.9997, a documented choice (docs/faithfulness.md, "BN decay"). `keep_prob` is
-    the release's 0.9; comparisons set 1 (and our `dropout_rate` 0), as dropout draws differ.
+    averages set it to our 0.9997, a documented choice (docs/faithfulness.md, "BN decay"). `keep_prob` is 1
+    (with our `dropout_rate` 0) because the two sides' dropout draws differ; the release's is 0.9.
     `learning_policy` "constant" keeps `base_learning_rate` (the release's poly with power 0 is the same).
     """
 
@@ -267,15 +267,29 @@ def _batch_statistics(graph, feed):
     return graph.session.run({scope: (op.outputs[1], op.outputs[2]) for scope, op in ops.items()}, feed)
 
 
+# gamma of each residual branch's last batch norm: small, as in trained ResNets (and Goyal et al.'s zero-gamma
+# initialisation). With gamma near 1 every unit of a random network with batch norm in training mode multiplies
+# the gradients' sensitivity (batch norm's gradient explosion at random initialisation): float32 rounding then
+# moves ReLU and max-pool switches and changes the gradients by percents between any two implementations.
+RESIDUAL_GAMMA = (0.05, 0.15)
+# beta of the batch norms whose sum enters each unit's last ReLU (the residual branch's last, the projection
+# shortcut's): positive, so that sum stays clear of the ReLU's kink. Around it, elements the previous unit's
+# ReLU zeroed would sit within a small residual of 0, where float32 rounding flips them: one flipped element
+# of a 5x5 feature map moves its layers' gradients by percents.
+TRUNK_BETA = (0.3, 0.6)
+
+
 def _randomised(values, rng, momentum_scale):
-    """New values for gamma and beta (off 1/0), the logits' bias (off 0) and kernel (large enough to spread the
-    pixel losses) and, with `momentum_scale`, the Momentum slots: so a mis-mapped or mis-ordered variable
-    shows."""
+    """New values for gamma and beta (off 1/0; `RESIDUAL_GAMMA`, `TRUNK_BETA` where they apply), the logits' bias
+    (off 0) and kernel (large enough to spread the pixel losses) and, with `momentum_scale`, the Momentum slots:
+    so a mis-mapped or mis-ordered variable shows."""
     new = {}
     for name, value in sorted(values.items()):
         kind = name.rsplit("/", 1)[-1]
         if kind == "gamma":
-            new[name] = rng.uniform(0.5, 1.5, value.shape)
+            new[name] = rng.uniform(*RESIDUAL_GAMMA if "/conv3/" in name else (0.5, 1.5), value.shape)
+        elif kind == "beta" and ("/conv3/" in name or "/shortcut/" in name):
+            new[name] = rng.uniform(*TRUNK_BETA, value.shape)
         elif kind in ("beta", "biases"):
             new[name] = rng.normal(0, 0.2 if kind == "beta" else 0.5, value.shape)
         elif name == "logits/semantic/weights":
@@ -394,5 +408,5 @@ def momentum_steps(checkpoint, gradients, learning_rates, momentum=0.9):
             v1.train.Saver(everything).restore(session, checkpoint)
             for step_gradients, rate in zip(gradients, learning_rates):
                 feed = {placeholders[name]: value for name, value in step_gradients.items()}
-                session.run(update, dict(feed, **{learning_rate: rate}))
+                session.run(update, {**feed, learning_rate: rate})
             return session.run(everything)
