@@ -251,13 +251,13 @@ def scalars(workdir, tag):
 
 @pytest.mark.parametrize("policy", ["constant", "poly"])
 def test_three_trainer_steps_equal_three_steps_of_the_releases_train_op(start_checkpoint, tmp_path, policy):
-    """deeplab-train's loop (`train(config, workdir)`: records, pipeline without augmentation, the step, ReleaseMomentum,
-    the schedule), initialised from a release checkpoint, runs the same three steps as the release's train op
-    (batch norm updates grouped with the update), at a constant and at the poly rate that falls to 0 at step 3:
-    every step's loss and total loss to 1e-5, the learning rate of each step to 1e-6, the logits and batch norm's
-    moving statistics to 1e-4 of their change, the other weights within float32's noise over three steps (below).
-    Measured here: losses 3e-7, weights 2e-4 of their magnitude at most, moving statistics half their bound. The
-    batch is every image, so batch norm does not depend on the pipeline's order.
+    """deeplab-train's loop (`train(config, workdir)`: records, pipeline without augmentation, the step,
+    ReleaseMomentum, the schedule), initialised from a release checkpoint, runs the same three steps as the release's
+    train op (batch norm updates grouped with the update), at a constant and at the poly rate that falls to 0 at
+    step 3: every step's loss and total loss to 1e-5, the learning rate of each step to 1e-6, the logits and batch
+    norm's moving statistics to 1e-4 of their change, the other weights within float32's noise over three steps
+    (below). Measured here: losses 3e-7, weights 2e-4 of their magnitude at most, moving statistics half their
+    bound. The batch is every image, so batch norm does not depend on the pipeline's order.
 
     Both sides' batch norm decay is ours, 0.9997: the release's backbone uses 0.95 (a documented difference).
     """
