@@ -4,6 +4,9 @@
 - --num_ps=0: a 2-process MultiWorkerMirroredStrategy job gives the losses of a 2-replica MirroredStrategy
   run, step for step, on the same data split and the same initial weights.
 - Killing one worker of that job ends it with a one-line message and a checkpoint that restores.
+- SIGTERM to the launcher, or Ctrl-C's SIGINT to its process group, reaches the chief, which saves; then every task
+  stops and the launcher exits non-zero with one line. A killed ps is one line naming it and the command to resume.
+  No task outlives the launcher, and no scratch checkpoint is left.
 
 Every wait is bounded and every process is killed in `finally`.
 """
@@ -32,8 +35,8 @@ TINY = ["--config.train.init_checkpoint=", "--config.model.backbone=resnet_v1_50
         "--config.train.crop_size=(65, 65)", "--config.train.shuffle_buffer=8", "--config.train.log_every_steps=1"]
 
 
-def _env():
-    return {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
 def readme_command(binary):
@@ -72,13 +75,14 @@ def _config_file(tmp_path, config):
     return str(path)
 
 
-def _start(command):
-    """Starts `command` in a process group of its own, so that _stop ends its cluster tasks too."""
-    return subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+def _start(command, **env):
+    """Starts `command` in a process group of its own, as a shell starts a job (Ctrl-C signals the group)."""
+    return subprocess.Popen(command, cwd=REPO, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
 
 
 def _stop(process):
+    """SIGKILL to the command's group: the launcher's tasks die with it (they run in sessions of their own)."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:  # The group already ended.
@@ -112,7 +116,13 @@ def test_readme_async_example_runs(tmp_path):
     assert tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir)).endswith("ckpt-4")
     cluster = json.load(open(os.path.join(log_dir, "cluster.json")))
     assert (len(cluster["worker"]), len(cluster["ps"])) == (2, 1)
-    assert {"ps-0.log", "worker-0.log", "worker-1.log"} <= set(os.listdir(log_dir))
+    assert {"ps-0.log", "worker-0.log", "worker-1.log", "chief-0.log"} <= set(os.listdir(log_dir))
+    # Each task's TF_CONFIG, ready to restart it by hand as the README says.
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    assert "tf_config_worker_1.json" in readme
+    for task_type, index in (("chief", 0), ("worker", 0), ("worker", 1), ("ps", 0)):
+        tf_config = json.load(open(os.path.join(log_dir, f"tf_config_{task_type}_{index}.json")))
+        assert tf_config == {"cluster": cluster, "task": {"type": task_type, "index": index}}
 
 
 def _sync_config(tmp_path, tfrecords, init_workdir, **train):
@@ -189,20 +199,22 @@ def test_multi_worker_mirrored_matches_mirrored(tmp_path):
             step, sync_losses, mirrored_losses, perturbed)
 
 
-def _child_with_task(parent_pid, task):
-    """PID of the child of `parent_pid` whose TF_CONFIG task is `task` ({"type": ..., "index": ...})."""
+def _tasks_of(parent_pid):
+    """{(type, index): pid} of the children of `parent_pid` that have a TF_CONFIG: the launcher's tasks."""
+    tasks = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
             stat = open(f"/proc/{pid}/stat").read()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if int(stat.rsplit(")", 1)[1].split()[1]) != parent_pid:
+            continue
         for entry in environ:
-            if entry.startswith(b"TF_CONFIG=") and ppid == parent_pid:
-                if json.loads(entry[len(b"TF_CONFIG="):])["task"] == task:
-                    return int(pid)
-    return None
+            if entry.startswith(b"TF_CONFIG="):
+                task = json.loads(entry[len(b"TF_CONFIG="):])["task"]
+                tasks[task["type"], task["index"]] = int(pid)
+    return tasks
 
 
 @pytest.mark.timeout(DEADLINE_SECONDS + 60)
@@ -218,15 +230,16 @@ def test_killed_worker_ends_multi_worker_job_with_a_checkpoint(tmp_path):
         while tf.train.latest_checkpoint(checkpoints) is None:
             assert cluster.poll() is None and time.time() < deadline, "no checkpoint before the cluster ended"
             time.sleep(0.5)
-        worker = _child_with_task(cluster.pid, {"type": "worker", "index": 1})
+        worker = _tasks_of(cluster.pid).get(("worker", 1))
         assert worker, "worker 1 is not a child of deeplab-local-cluster"
         os.kill(worker, signal.SIGKILL)
 
         stdout, stderr = cluster.communicate(timeout=max(deadline - time.time(), 1))
         assert cluster.returncode != 0, stdout[-2000:]
-        message = [line for line in stderr.splitlines() if line.startswith("deeplab-train:")]
-        assert len(message) == 1, stderr[-3000:]
-        assert "/job:worker/replica:0/task:1" in message[0] and "run the same command to resume" in message[0]
+        message = stderr.strip().splitlines()
+        assert len(message) == 1 and message[0].startswith("deeplab-local-cluster: lost "), stderr[-3000:]
+        assert "/job:worker/replica:0/task:1" in message[0]
+        assert "run the same command to resume: deeplab-local-cluster --num_workers=2" in message[0]
         assert "Traceback" not in stderr, stderr[-3000:]
         # The checkpoint it names restores; it is a step the job reached before the kill.
         saved = tf.train.latest_checkpoint(checkpoints)
@@ -236,3 +249,89 @@ def test_killed_worker_ends_multi_worker_job_with_a_checkpoint(tmp_path):
         assert 2 <= int(prefix.rsplit("-", 1)[1]) < 60
     finally:
         _stop(cluster)
+
+
+def _async_command(tmp_path, tfrecords, steps=200):
+    """deeplab-local-cluster running the asynchronous tiny config, saving every 2 steps (a signal's save is then the
+    only checkpoint at an odd step, or a later one)."""
+    config = small_config(tfrecords, strategy="parameter_server", steps=steps, steps_per_schedule=1,
+                          checkpoint_every_steps=2, checkpoint_every_minutes=100.0, image_summary_every_steps=1000)
+    return ["deeplab-local-cluster", "--num_workers=2", "--num_ps=1", f"--log_dir={tmp_path / 'logs'}", "--",
+            "deeplab-train", f"--config={_config_file(tmp_path, config)}", f"--workdir={tmp_path / 'run'}"]
+
+
+def _tasks_once_training(launcher, workdir, deadline):
+    """{(type, index): pid} of the launcher's tasks, once the chief has saved its first checkpoint."""
+    while tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir)) is None:
+        assert launcher.poll() is None and time.time() < deadline, "no checkpoint before the cluster ended"
+        time.sleep(0.5)
+    return _tasks_of(launcher.pid)
+
+
+def _alive(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(DEADLINE_SECONDS + 60)
+@pytest.mark.parametrize("how", ["sigterm_async", "ctrl_c_sync"])
+def test_a_stopped_launcher_saves_then_stops_every_task(tmp_path, how):
+    """SIGTERM to the launcher of an asynchronous cluster, or Ctrl-C (SIGINT to its terminal's process group) to a
+    synchronous one: the chief saves at the step it reached, every task ends, one line, a non-zero status, and the
+    synchronous worker's scratch checkpoints are gone (TMPDIR is where they go)."""
+    tfrecords = make_learnable_voc(str(tmp_path / "voc"))
+    workdir, scratch = str(tmp_path / "run"), tmp_path / "tmp"
+    scratch.mkdir()
+    if how == "sigterm_async":
+        command, sig = _async_command(tmp_path, tfrecords), signal.SIGTERM
+    else:
+        config = _sync_config(tmp_path, tfrecords, "", steps=200, checkpoint_every_steps=2,
+                              checkpoint_every_minutes=100.0, image_summary_every_steps=1000)
+        command, sig = _local_cluster(_config_file(tmp_path, config), workdir, str(tmp_path / "logs")), signal.SIGINT
+    launcher = _start(command, TMPDIR=str(scratch))
+    deadline = time.time() + DEADLINE_SECONDS
+    try:
+        tasks = _tasks_once_training(launcher, workdir, deadline)
+        assert len(tasks) == (4 if how == "sigterm_async" else 2), tasks
+        if sig == signal.SIGINT:
+            os.killpg(launcher.pid, sig)
+        else:
+            launcher.send_signal(sig)
+        stdout, stderr = launcher.communicate(timeout=max(deadline - time.time(), 1))
+        assert launcher.returncode == 128 + sig, stdout[-2000:] + stderr[-3000:]
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"deeplab-local-cluster: {sig.name} received: the chief saved")
+        assert "run the same command to resume: deeplab-local-cluster " in lines[0]
+        saved = re.search(rf"{sig.name} received: saved (\S+) at step (\d+);", stdout)
+        assert saved, stdout[-2000:]
+        assert saved.group(1).endswith(f"ckpt-{saved.group(2)}") and os.path.exists(saved.group(1) + ".index")
+        assert tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir)) == saved.group(1)
+        assert not [task for task, pid in tasks.items() if _alive(pid)]
+        assert not os.path.exists(os.path.join(workdir, "train.lock"))
+        assert os.listdir(scratch) == []
+    finally:
+        _stop(launcher)
+
+
+@pytest.mark.timeout(DEADLINE_SECONDS + 60)
+def test_a_killed_ps_is_one_line_naming_it_and_the_command_to_resume(tmp_path):
+    tfrecords = make_learnable_voc(str(tmp_path / "voc"))
+    command = _async_command(tmp_path, tfrecords)
+    launcher = _start(command)
+    deadline = time.time() + DEADLINE_SECONDS
+    try:
+        tasks = _tasks_once_training(launcher, str(tmp_path / "run"), deadline)
+        os.kill(tasks[("ps", 0)], signal.SIGKILL)
+        stdout, stderr = launcher.communicate(timeout=max(deadline - time.time(), 1))
+        assert launcher.returncode == 1, stdout[-2000:] + stderr[-3000:]
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1, stderr[-3000:]
+        assert lines[0].startswith("deeplab-local-cluster: lost /job:ps/replica:0/task:0 of the parameter-server")
+        assert lines[0].endswith(f"run the same command to resume: {shlex.join(command)}")
+        assert not [task for task, pid in tasks.items() if _alive(pid)]
+        # The noise is in the chief's log.
+        assert "GRPC" in open(tmp_path / "logs" / "chief-0.log", errors="replace").read()
+    finally:
+        _stop(launcher)

@@ -136,7 +136,8 @@ def is_parameter_server(strategy):
 
 
 class LostPeerError(ConnectionError):
-    """A worker of a MultiWorkerMirroredStrategy job stopped answering: the synchronous job cannot go on."""
+    """A worker of a MultiWorkerMirroredStrategy job, or a ps of a parameter-server cluster, stopped answering:
+    the job cannot go on."""
 
 
 def is_multi_worker_chief(strategy):
@@ -152,7 +153,7 @@ def is_multi_worker_chief(strategy):
 def own_workdir(strategy, workdir):
     """Where this process writes checkpoints, summaries and its config: `workdir`, or on a non-chief
     MultiWorkerMirroredStrategy worker a scratch folder of its own in the temp dir (every worker saves the
-    same weights; two writers of one folder corrupt it). One per task and workdir, so reruns reuse it."""
+    same weights; two writers of one folder corrupt it), removed when its training ends."""
     if is_multi_worker_chief(strategy):
         return workdir
     resolver = strategy.cluster_resolver
@@ -160,11 +161,16 @@ def own_workdir(strategy, workdir):
     return os.path.join(tempfile.gettempdir(), f"deeplab-{resolver.task_type}-{resolver.task_id}-{key}")
 
 
-def lost_peer_error(error, latest_checkpoint):
-    """The one-line LostPeerError for a collective that failed because a peer died (`error`, a tf.errors.OpError)."""
-    peers = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", error.message)))
+def lost_peer_error(error, latest_checkpoint, lost_job=None):
+    """The one-line LostPeerError for a collective that failed because a peer died (`error`, a tf.errors.OpError),
+    or with lost_job="ps" for a parameter-server step that failed because a ps died."""
+    job = lost_job or r"\w+"
+    peers = sorted(set(re.findall(rf"/job:{job}/replica:\d+/task:\d+", error.message)))
     who = ", ".join(peers) if peers else "a worker"
+    # A step's error opens with "Graph execution error:" and node names; the gRPC status says what happened.
+    details = [re.sub(r"^\(\d+\) [A-Z_]+:\s*", "", line.strip()) for line in error.message.splitlines() if line.strip()
+               and not re.match(r"Graph execution error|Detected at node|<stack traces|\d+ root error", line.strip())]
     return LostPeerError(
-        f"lost {who} of the MultiWorkerMirroredStrategy job ({type(error).__name__}: "
-        f"{error.message.splitlines()[0][:200]}). The last checkpoint is {latest_checkpoint or 'none yet'}; "
-        f"run the same command to resume.")
+        f"lost {who} of the {'parameter-server cluster' if lost_job else 'MultiWorkerMirroredStrategy job'} "
+        f"({type(error).__name__}: {(details or [''])[0][:200]}). "
+        f"The last checkpoint is {latest_checkpoint or 'none yet'}; run the same command to resume.")

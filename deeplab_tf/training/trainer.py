@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+import shutil
 import signal
 import time
 
@@ -268,9 +269,14 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print, break_loc
     strategy = strategy or make_strategy(config.train.strategy, tpu=config.train.tpu)
     # MultiWorkerMirroredStrategy: every worker runs this function; all resume from workdir's checkpoint,
     # only the chief writes into workdir.
-    resume_dir, workdir = workdir_lib.checkpoint_dir(workdir), own_workdir(strategy, workdir)
+    resume_dir, own = workdir_lib.checkpoint_dir(workdir), own_workdir(strategy, workdir)
     check_config(config, num_replicas=strategy.num_replicas_in_sync)
     check_inputs(config, log=log)
+    if own != workdir:  # A non-chief synchronous worker: its checkpoints are scratch, ~1 GB even for a small model.
+        try:
+            return _train(config, own, strategy, resume_dir=resume_dir, run_info=run_info, log=log)
+        finally:
+            shutil.rmtree(own, ignore_errors=True)
     if not _is_chief(strategy):
         return _train(config, workdir, strategy, resume_dir=resume_dir, run_info=run_info, log=log)
     with workdir_lib.TrainerLock(workdir, break_lock=break_lock, log=log):
@@ -359,9 +365,15 @@ def _train(config, workdir, strategy, *, resume_dir, run_info, log):
             return strategy.run(step_fn, args=next(iterator))
 
         def run_steps(count):
-            results = [coordinator.schedule(worker_fn, args=(per_worker_iterator,)) for _ in range(count)]
-            coordinator.join()
-            return {k: float(v) for k, v in results[-1].fetch().items()}
+            try:
+                results = [coordinator.schedule(worker_fn, args=(per_worker_iterator,)) for _ in range(count)]
+                coordinator.join()
+                return {k: float(v) for k, v in results[-1].fetch().items()}
+            except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
+                # A lost worker is rescheduled around; a lost ps holds the variables: say so in one line.
+                if "/job:ps/" not in error.message:
+                    raise
+                raise lost_peer_error(error, tf.train.latest_checkpoint(resume_dir), lost_job="ps") from None
     else:
         iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
