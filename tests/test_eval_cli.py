@@ -149,9 +149,10 @@ def test_the_loop_skips_a_checkpoint_deleted_under_it_but_not_one_cut_short(data
             next(loop)
         return
     assert [results["step"] for results, _ in loop] == [7]
-    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
-    assert warnings == [f"Skipped {checkpoints}/ckpt-5: the trainer deleted it (config.train.keep_checkpoints) "
-                        f"before it could be read."]
+    skips = [record.getMessage() for record in caplog.records
+             if record.levelname == "WARNING" and record.getMessage().startswith("Skipped")]  # not TF's retracing note
+    assert skips == [f"Skipped {checkpoints}/ckpt-5: the trainer deleted it (config.train.keep_checkpoints) "
+                     f"before it could be read."]
 
 
 def _hold_until_scored(trainer, checkpoints, output_dir):
