@@ -12,6 +12,7 @@ Example:
 
 import os
 
+from deeplab_tf._keras_registration import register_when_keras_loads
 from deeplab_tf._lazy import lazy_exports
 
 # TensorFlow's C++ start-up logging drowns the messages users need; callers may override it.
@@ -39,3 +40,6 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, quiet_tensorflow=True)
+
+# keras.saving.load_model finds our classes once Keras loads (not before: --help stays free of TensorFlow).
+register_when_keras_loads()

@@ -146,6 +146,11 @@ def eval_dataset(file_pattern, *, input_context=None, min_resize_value=None, max
         return {"image": tf.cast(image, tf.float32), "label": tf.cast(label, tf.int32),
                 "filename": example["filename"]}
 
-    return (dataset.map(whole_image, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(1)
-            .prefetch(tf.data.AUTOTUNE))
+    dataset = dataset.map(whole_image, num_parallel_calls=tf.data.AUTOTUNE).batch(1)
+    if input_context is None and not isinstance(file_pattern, tf.data.Dataset):
+        # A known length (the records counted, not decoded): Keras' fit then ends each validation pass without
+        # warning "Your input ran out of data; interrupting training".
+        records = tf.data.TFRecordDataset(list_files(file_pattern))
+        count = records.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
+    return dataset.prefetch(tf.data.AUTOTUNE)
