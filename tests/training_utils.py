@@ -9,8 +9,9 @@ from deeplab_tf.data.sources.voc import convert_voc2012
 from deeplab_tf.training.config import default_config
 
 
-def make_learnable_voc(root, *, num_images=6, size=(49, 57), seed=0):
-    """VOC folder + TFRecords where each object's colour gives its class, so a model can learn it.
+def make_learnable_voc(root, *, num_images=6, size=(49, 57), seed=0, num_objects=2):
+    """VOC folder + TFRecords where each object's colour gives its class, so a model can learn it
+    (`num_objects` rectangles per image).
 
     Returns the TFRecord directory (train-* and val-* shards).
     """
@@ -19,7 +20,7 @@ def make_learnable_voc(root, *, num_images=6, size=(49, 57), seed=0):
     masks, ids = {}, []
     for i in range(num_images):
         image_id = f"2007_{i:06d}"
-        masks[image_id] = fake.random_mask(rng, *size, class_ids=[1, 2, 3], num_objects=2)
+        masks[image_id] = fake.random_mask(rng, *size, class_ids=[1, 2, 3], num_objects=num_objects)
         ids.append(image_id)
     fake.make_voc(root, masks=masks, splits={"train": ids, "val": ids[:2]}, seed=seed)
     # Repaint the images: class colour plus noise, background grey.

@@ -77,6 +77,11 @@ MULTI_GRID = flags.DEFINE_list(
     "multi_grid", None,
     "A checkpoint of the original TF1 release only: block4's unit rates as given to its train.py, e.g. 1,2,4 "
     "(the paper's); default 1,1,1 as the release's.")
+TFLITE = flags.DEFINE_string(
+    "tflite", None,
+    "deeplab-eval, deeplab-vis: run the int8 TFLite file of deeplab-export --int8_tflite_path instead of "
+    "--checkpoint, on the canvas it was exported at and at one scale (--flip allowed); deeplab-eval writes to "
+    "eval_os<N>_crop<H>x<W>[_flip]_int8 in the workdir it was exported from.")
 MAX_IMAGES = flags.DEFINE_integer(
     "max_images", None, "Process only the first this many images (a quick look).", lower_bound=1)
 
@@ -135,6 +140,33 @@ def eval_crop_size(checkpoint):
     path, recorded = recorded_run(checkpoint)
     crop = workdir.recorded_eval_crop_size(os.path.dirname(path)) if path else None
     return crop, (f"the eval_crop_size of {path}" if crop else "no --eval_crop_size, none recorded")
+
+
+def tflite_model():
+    """(the `export.TFLiteModel` of --tflite, the checkpoint it was exported from: its run's config.json gives
+    the dataset).
+
+    Raises:
+        app.UsageError: a flag the file cannot honour (it is one network at a fixed size), named.
+        ValueError: the file is missing or not an int8 export (the message names --tflite).
+    """
+    if CHECKPOINT.value:
+        raise app.UsageError("give --checkpoint (a float model) or --tflite (an int8 file), not both")
+    for flag, unset in ((SCALES, ["1.0"]), (WINDOW_SIZE, None), (OUTPUT_STRIDE, None), (PRECISION, "float32"),
+                        (ATROUS_RATES, None), (MULTI_GRID, None)):
+        if flag.value != unset:
+            raise app.UsageError(f"--{flag.name}: --tflite runs the int8 file as exported, one network at a fixed "
+                                 "size and output stride; drop the flag, or evaluate the float --checkpoint.")
+    from deeplab_tf.export.interpreter import TFLiteModel
+
+    try:
+        model = TFLiteModel(TFLITE.value)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"--tflite: {error}") from None
+    if EVAL_CROP_SIZE.present and tuple(_size(EVAL_CROP_SIZE, "513,513") or ()) != model.eval_crop_size:
+        raise app.UsageError(f"--eval_crop_size: {TFLITE.value} takes {model.eval_crop_size[0]}x"
+                             f"{model.eval_crop_size[1]} images (its canvas); drop the flag or export at that canvas.")
+    return model, model.settings["checkpoint"]
 
 
 def _size(flag, example):

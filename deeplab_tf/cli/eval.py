@@ -7,7 +7,8 @@ The paper's val protocol (Table 4/6): --eval_output_stride=8 --eval_scales=0.5,0
 release scores it: --min_resize_value=513 --max_resize_value=513 --resize_factor=16. Prints a
 per-class table and the scores, and writes metrics-<step>.json and TensorBoard scalars to --output_dir
 (default <workdir>/eval_os<N>[_crop<H>x<W>][_ms][_flip]). With --loop it evaluates every new checkpoint
-of a running training job until none appears for --loop_timeout_secs.
+of a running training job until none appears for --loop_timeout_secs. --tflite=<file> scores the int8 TFLite
+file of deeplab-export --int8_tflite_path instead of a checkpoint (results in eval_os<N>_crop<H>x<W>_int8).
 """
 
 import sys
@@ -45,6 +46,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from deeplab_tf.evaluation import evaluator  # Here: --help must not wait for TensorFlow.
 
+    if common.TFLITE.value:
+        return _evaluate_tflite()
     checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
     eval_pattern = common.require(EVAL_PATTERN, "'/data/voc_tfrecord/val-*'")
     resize = common.resize_options()
@@ -65,6 +68,25 @@ def main(argv):
                          f"--loop_timeout_secs={LOOP_TIMEOUT_SECS.value}; is training running?")
         else:
             _report(*evaluator.evaluate_checkpoint(checkpoint, eval_pattern, **kwargs))
+
+
+def _evaluate_tflite():
+    """deeplab-eval --tflite: the int8 file scored as a checkpoint is, on its canvas."""
+    from deeplab_tf.evaluation import evaluator
+
+    eval_pattern = common.require(EVAL_PATTERN, "'/data/voc_tfrecord/val-*'")
+    if LOOP.value:
+        raise app.UsageError("--loop follows a training run's checkpoints; --tflite is one file: drop --loop")
+    resize = common.resize_options()
+    with common.exit_on_user_error("deeplab-eval"):
+        evaluator.count_examples(eval_pattern)  # a wrong pattern fails before the file loads
+        model, checkpoint = common.tflite_model()
+        if common.OUTPUT_DIR.value:
+            check_output_dir(common.OUTPUT_DIR.value)
+        _report(*evaluator.evaluate_tflite(
+            model, eval_pattern, dataset_info=common.dataset_info(checkpoint), flip=common.FLIP.value,
+            output_dir=common.OUTPUT_DIR.value, max_images=common.MAX_IMAGES.value, resize=resize,
+            progress=evaluator.ProgressPrinter("deeplab-eval")))
 
 
 def run():

@@ -12,6 +12,8 @@ Writes <output_dir>/index/<name>.png (class indices: the format evaluation serve
 at the image's size. Images of any mode (greyscale, RGBA, palette) are read as RGB. With
 --eval_crop_size, an image larger than the canvas is segmented on a canvas grown to hold it (a line names
 it), as the SavedModel deeplab-export writes serves it; deeplab-eval refuses such an image.
+--tflite=<file> draws with the int8 TFLite file of deeplab-export --int8_tflite_path instead of a
+checkpoint (on its fixed canvas: a larger image is refused).
 With --submission=voc2012|cityscapes it writes only what that benchmark's test server takes, and the
 archive to upload (see evaluation/submission.py).
 """
@@ -30,7 +32,7 @@ from deeplab_tf.evaluation import submission
 
 # --help lists the shared flags this binary takes, not only its own.
 for _name in ("checkpoint", "dataset", "dataset_spec", "eval_output_stride", "eval_scales", "flip", "window_size",
-              "eval_crop_size", "output_dir", "precision", "max_images", "atrous_rates", "multi_grid"):
+              "eval_crop_size", "output_dir", "precision", "max_images", "atrous_rates", "multi_grid", "tflite"):
     flags.declare_key_flag(_name)
 IMAGE_DIR = flags.DEFINE_string("image_dir", None, "Folder of images (sub-folders too) to segment.")
 IMAGE_IDS = flags.DEFINE_string(
@@ -100,7 +102,12 @@ def _check_submission_flags(info):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
+    tflite = None
+    if common.TFLITE.value:  # an int8 file instead of a checkpoint; its run's config.json gives the dataset
+        with common.exit_on_user_error("deeplab-vis"):
+            tflite, checkpoint = common.tflite_model()
+    else:
+        checkpoint = common.require(common.CHECKPOINT, "runs/voc_os16")
     output_dir = common.require(common.OUTPUT_DIR, "vis")
     if bool(IMAGE_DIR.value) == bool(VIS_PATTERN.value):
         raise app.UsageError("give exactly one of --image_dir (a folder of images) and "
@@ -123,6 +130,8 @@ def main(argv):
                              "at its image's size: drop the resize flags.")
     with common.exit_on_user_error("deeplab-vis"):
         options = common.inference_options(checkpoint)
+        if tflite:
+            options["eval_crop_size"] = tflite.eval_crop_size
         if IMAGE_DIR.value:
             image_ids = visualizer.read_image_ids(IMAGE_IDS.value) if IMAGE_IDS.value else None
             # An output folder inside the image folder would be segmented again by every rerun.
@@ -135,9 +144,9 @@ def main(argv):
         check_output_dir(output_dir)  # before the model loads: a refusal costs nothing
         if SUBMISSION.value:
             submission.check_empty(output_dir)
-        model, _, _ = load_model(checkpoint, output_stride=common.OUTPUT_STRIDE.value,
-                                 num_classes=info.num_classes, precision=common.PRECISION.value,
-                                 fold_batch_norm=True, **common.release_options())
+        model = tflite or load_model(checkpoint, output_stride=common.OUTPUT_STRIDE.value,
+                                     num_classes=info.num_classes, precision=common.PRECISION.value,
+                                     fold_batch_norm=True, **common.release_options())[0]
         options.update(total=total, progress=evaluator.ProgressPrinter("deeplab-vis"),
                        log=lambda line: print(f"deeplab-vis: {line}", flush=True))
         if SUBMISSION.value:

@@ -7,7 +7,7 @@ split before any score is computed (`metrics`). Each image runs at its own size,
 both training and test"); only the image's own pixels are scored either way. Multi-scale inputs,
 left-right flips and sliding windows are `inference.predict`'s options.
 
-Results of a checkpoint go to ``<workdir>/eval_os<N>[_resize<M>][_crop<H>x<W>][_ms][_flip][_bf16]/`` (or a given folder):
+Results of a checkpoint go to ``<workdir>/eval_os<N>[_resize<M>][_crop<H>x<W>][_ms][_flip][_bf16|_int8]/`` (or a given folder):
 one ``metrics-<step>.json`` per checkpoint and TensorBoard scalars at the checkpoint's training step, so
 that runs evaluated with different inference settings show side by side and never mix.
 """
@@ -200,12 +200,13 @@ def protocol_description(eval_crop_size, resize=None):
 def default_output_dir(workdir, *, output_stride, scales=(1.0,), flip=False, precision="float32",
                        eval_crop_size=None, resize=None):
     """``<workdir>/eval_os<N>``, with ``_resize<min>`` for images resized to a range, ``_crop<H>x<W>`` for
-    the eval-crop protocol, ``_ms`` for multi-scale inputs, ``_flip`` for flips and ``_bf16`` for bfloat16."""
+    the eval-crop protocol, ``_ms`` for multi-scale inputs, ``_flip`` for flips, ``_bf16`` for bfloat16 and ``_int8``
+    for an int8 TFLite file (`evaluate_tflite`)."""
     resize = resize_range(resize)
     suffix = ((f"_resize{resize['min_resize_value']}" if resize else "")
               + (f"_crop{eval_crop_size[0]}x{eval_crop_size[1]}" if eval_crop_size else "")
               + ("_ms" if tuple(scales) != (1.0,) else "") + ("_flip" if flip else "")
-              + ("_bf16" if precision == "mixed_bfloat16" else ""))
+              + {"mixed_bfloat16": "_bf16", "int8": "_int8"}.get(precision, ""))
     return os.path.join(workdir, f"eval_os{output_stride}{suffix}")
 
 
@@ -260,20 +261,54 @@ def evaluate_checkpoint(checkpoint, file_pattern, *, dataset_info, output_stride
                        window_size=window_size, eval_crop_size=eval_crop_size,
                        class_names=dataset_info.class_names,
                        max_images=max_images, progress=progress, resize=resize)
-    seconds = time.monotonic() - start
-    step = workdir_lib.checkpoint_step(prefix)
+    return _record(metrics, time.monotonic() - start, workdir, output_dir, checkpoint=prefix,
+                   step=workdir_lib.checkpoint_step(prefix), dataset=dataset_info.name, eval_pattern=file_pattern,
+                   output_stride=output_stride, scales=scales, flip=flip, window_size=window_size,
+                   eval_crop_size=eval_crop_size, resize=resize, precision=precision)
+
+
+def _record(metrics, seconds, workdir, output_dir, *, step, scales, flip, eval_crop_size, resize, **settings):
+    """(results, JSON path): `metrics` with the settings they were measured with, written to `output_dir` or to
+    `default_output_dir` of `workdir` at `step`."""
     results = {
-        "checkpoint": prefix, "step": step, "dataset": dataset_info.name,
-        "eval_pattern": file_pattern, "output_stride": output_stride, "scales": list(scales),
-        "flip": flip, "window_size": window_size,
+        "step": step, **settings, "scales": list(scales), "flip": flip,
         "eval_crop_size": list(eval_crop_size) if eval_crop_size else None,  # None: each image at its size
         "resize": resize_range(resize),  # None: the stored size
-        "precision": precision, "seconds": seconds, **metrics,
+        "seconds": seconds, **metrics,
     }
-    output_dir = output_dir or default_output_dir(workdir, output_stride=output_stride, scales=scales,
-                                                  flip=flip, precision=precision, eval_crop_size=eval_crop_size,
-                                                  resize=resize)
+    output_dir = output_dir or default_output_dir(
+        workdir, output_stride=settings["output_stride"], scales=scales, flip=flip, precision=settings["precision"],
+        eval_crop_size=eval_crop_size, resize=resize)
     return results, write_results(output_dir, results, step=step)
+
+
+def evaluate_tflite(model, file_pattern, *, dataset_info, flip=False, output_dir=None, max_images=None, progress=None,
+                    resize=None):
+    """Evaluates the int8 TFLite file of `deeplab-export --int8_tflite_path` as `evaluate_checkpoint` evaluates a
+    checkpoint: on the canvas it was exported at (its fixed input size), at one scale.
+
+    Args:
+        model: the `deeplab_tf.export.TFLiteModel` of the .tflite file.
+        file_pattern, dataset_info, flip, max_images, progress, resize: see `evaluate_checkpoint`.
+        output_dir: where to write; default ``eval_os<N>_crop<H>x<W>[_flip]_int8`` in the workdir of the checkpoint
+            the file was exported from, or beside the file when that workdir is gone.
+
+    Returns:
+        `evaluate_checkpoint`'s (results, JSON path), with precision "int8" and the file as the checkpoint.
+    """
+    source = model.settings["checkpoint"]
+    try:
+        workdir = workdir_lib.resolve_checkpoint(source)[0] if source else os.path.dirname(model.path)
+    except FileNotFoundError:
+        workdir = os.path.dirname(model.path)
+    start = time.monotonic()
+    metrics = evaluate(model, file_pattern, num_classes=dataset_info.num_classes,
+                       ignore_label=dataset_info.ignore_label, flip=flip, eval_crop_size=model.eval_crop_size,
+                       class_names=dataset_info.class_names, max_images=max_images, progress=progress, resize=resize)
+    return _record(metrics, time.monotonic() - start, workdir, output_dir, checkpoint=model.path,
+                   step=workdir_lib.checkpoint_step(source) if source else 0, dataset=dataset_info.name,
+                   eval_pattern=file_pattern, output_stride=model.output_stride, scales=(1.0,), flip=flip,
+                   window_size=None, eval_crop_size=model.eval_crop_size, resize=resize, precision="int8")
 
 
 def evaluate_new_checkpoints(checkpoint_dir, file_pattern, *, timeout_secs, **kwargs):

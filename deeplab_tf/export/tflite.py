@@ -32,10 +32,23 @@ def export_tflite(saved_model_dir, path, *, float16_weights=False):
     if float16_weights:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    write_flatbuffer(convert(converter, f"{saved_model_dir} ({FLOAT_SIGNATURE})"), path)
+    return path
+
+
+def convert(converter, source):
+    """`converter.convert()`, its failure a RuntimeError naming `source` (what was converted).
+
+    Raises:
+        RuntimeError: with the converter's message, when TFLite cannot convert the model.
+    """
     try:
-        flatbuffer = converter.convert()
+        return converter.convert()
     except ConverterError as error:
-        raise RuntimeError(f"TFLite cannot convert {saved_model_dir} ({FLOAT_SIGNATURE}): {error}") from error
+        raise RuntimeError(f"TFLite cannot convert {source}: {error}") from error
+
+
+def write_flatbuffer(flatbuffer, path):
+    """Writes the TFLite `flatbuffer` (bytes) to `path`."""
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(flatbuffer)
-    return path
