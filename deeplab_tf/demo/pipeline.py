@@ -213,10 +213,11 @@ def run_demo(root, *, steps=STEPS, num_train_images=None, num_val_images=None, e
     t = _stage(log, 5, "SavedModel export (OS 8) and one request to it")
     version_dir = os.path.join(space.exports, "1")
     settings_path = os.path.join(version_dir, export.SETTINGS_FILE)
-    exported_from = json.load(open(settings_path)).get("checkpoint") if os.path.exists(settings_path) else None
-    if exported_from != prefix:
+    exported = json.load(open(settings_path)) if os.path.exists(settings_path) else {}
+    if (exported.get("checkpoint"), exported.get("eval_crop_size")) != (prefix, list(canvas)):
+        # On the canvas the demo evaluates on, as deeplab-export does for its workdir: served labels are the scored ones.
         export.export_version(model, space.exports, version=1, overwrite=True, class_names=info.class_names,
-                              checkpoint=prefix)
+                              checkpoint=prefix, eval_crop_size=canvas)
     image_id = open(os.path.join(voc, "ImageSets", "Segmentation", "val.txt")).readline().strip()
     image_path = os.path.join(voc, "JPEGImages", image_id + ".jpg")
     served = _serve_one_image(version_dir, image_path)
