@@ -19,8 +19,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from deeplab_tf.cli import entry, tensorflow_start  # noqa: F401  (before TensorFlow loads)
-from deeplab_tf.training.strategies import (LostPeerError, check_own_port, serves_parameter_servers,
-                                            task_from_tf_config, tf_config)
 
 
 class _UnusableRecordedConfig(Exception):
@@ -80,6 +78,10 @@ def _serve_cluster_task(task_type, task_index):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    # Here, not at the top: --help must not wait for TensorFlow.
+    from deeplab_tf.training.strategies import (LostPeerError, check_own_port, serves_parameter_servers,
+                                                task_from_tf_config, tf_config)
+
     try:
         task_type, task_index = task_from_tf_config()
         if serves_parameter_servers():
