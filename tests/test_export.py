@@ -450,6 +450,21 @@ def test_versions_are_numbered_and_not_overwritten(model, exported):
     assert sorted(os.listdir(base)) == [os.path.basename(exported)], "no temporary directory is left"
 
 
+def test_a_killed_exports_temporary_folder_is_removed_by_the_next(model, tmp_path):
+    """A SavedModel half-written by an export that was killed stayed in the base folder forever; the next export
+    removes it, and leaves alone the folder of an export still running (its PID alive)."""
+    base = tmp_path / "models"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = base / f".tmp-1-{dead.pid}-123"
+    (killed / "variables").mkdir(parents=True)
+    running = base / f".tmp-2-{os.getpid()}-456"
+    running.mkdir()
+    with pytest.raises(ValueError, match="class names"):  # Fails fast, after the clean-up.
+        export.export_version(model, str(base), class_names=["one"])
+    assert sorted(os.listdir(base)) == [running.name]
+
+
 def _run_cli(*flags):
     return subprocess.run([sys.executable, "-m", "deeplab_tf.cli.export", *flags],
                           capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=600)

@@ -136,3 +136,14 @@ def test_valid_arrays_keep_their_labels(model):
         np.testing.assert_array_equal(deeplab_tf.segment(model, RGB.astype(dtype)), expected, err_msg=str(dtype))
     np.testing.assert_array_equal(deeplab_tf.segment(model, np.zeros((9, 11, 3), np.float32)),
                                   deeplab_tf.segment(model, np.zeros((9, 11, 3), np.uint8)))
+
+
+@pytest.mark.parametrize("not_a_model,message", [
+    (None, r"segment's first argument is the model .* got NoneType"),
+    ("runs/voc_os16", r"got the path 'runs/voc_os16': load it first, model = deeplab_tf.load_model\('runs/voc_os16'\)"),
+])
+def test_a_model_mistake_gets_one_line_before_tracing(untraced, not_a_model, message):
+    """segment(None, image) and a path in place of the model ended in a traceback from inside a tf.function."""
+    with pytest.raises(TypeError, match=message) as raised:
+        deeplab_tf.segment(not_a_model, RGB)
+    assert "\n" not in str(raised.value)

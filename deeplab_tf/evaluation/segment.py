@@ -163,6 +163,16 @@ def fits_crop(image, eval_crop_size):
 
 
 @functools.lru_cache(maxsize=4)
+def _check_model(model):
+    """A TypeError naming what was passed unless `model` can segment (it failed inside a tf.function)."""
+    if isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"segment's first argument is the model, got the path {str(model)!r}: load it first, "
+                        f"model = deeplab_tf.load_model({str(model)!r}), then segment(model, image).")
+    if not callable(model):
+        raise TypeError(f"segment's first argument is the model (a DeepLabV3 from deeplab_tf.load_model, or a "
+                        f"callable from images to logits), got {type(model).__name__}.")
+
+
 def _predict_fn(model, scales, flip, window_size, eval_crop_size, output):
     """One traced prediction function per model and options (a few kept, each holding its model); an image
     larger than the eval crop gets `inference.canvas_for`'s canvas, as in deeplab-vis and the served model."""
@@ -205,6 +215,7 @@ def segment(model, image, *, scales=(1.0,), flip=False, eval_crop_size=None, win
     """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    _check_model(model)
     scales = _scales(scales)
     eval_crop_size = _size("eval_crop_size", eval_crop_size)
     window_size = _size("window_size", window_size)

@@ -25,6 +25,7 @@ as the JSON string variable `settings_json` and in `assets.extra/deeplab_export.
 import contextlib
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -201,11 +202,34 @@ def next_version(base_dir):
     return max(versions, default=0) + 1
 
 
+# A version is written as <base_dir>/.tmp-<version>-<pid>-<ns> (TF Serving ignores hidden folders), then renamed.
+_TEMP_PREFIX = ".tmp-"
+
+
+def _remove_killed_exports(base_dir):
+    """Removes the temporary folders of exports whose process has ended (killed before its rename): they would
+    stay forever, each a whole SavedModel. Only local folders, whose PIDs this host can check; a live PID (the
+    export running, or its number reused) keeps its folder."""
+    if "://" in base_dir or not os.path.isdir(base_dir):
+        return
+    for name in os.listdir(base_dir):
+        fields = name[len(_TEMP_PREFIX):].split("-") if name.startswith(_TEMP_PREFIX) else []
+        if len(fields) != 3 or not fields[1].isdigit():
+            continue
+        try:
+            os.kill(int(fields[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base_dir, name), ignore_errors=True)
+        except PermissionError:  # Alive, another user's.
+            pass
+
+
 def export_version(model, base_dir, *, version=None, overwrite=False, **export_kwargs):
     """Exports to `<base_dir>/<version>/` (default: the next version), the layout TF Serving polls.
 
     The SavedModel is written under a temporary name that TF Serving ignores, then renamed, so a
-    server polling `base_dir` never loads a half-written version.
+    server polling `base_dir` never loads a half-written version; the temporary folders of killed exports
+    are removed first.
 
     Args:
         model, export_kwargs: as for `export_saved_model`.
@@ -223,7 +247,8 @@ def export_version(model, base_dir, *, version=None, overwrite=False, **export_k
     if tf.io.gfile.exists(final_dir) and not overwrite:
         raise FileExistsError(f"{final_dir} exists: choose another version (deeplab-export --version) or replace "
                               "it (--overwrite).")
-    temp_dir = os.path.join(base_dir, f".tmp-{version}-{os.getpid()}-{time.time_ns()}")
+    _remove_killed_exports(base_dir)
+    temp_dir = os.path.join(base_dir, f"{_TEMP_PREFIX}{version}-{os.getpid()}-{time.time_ns()}")
     try:
         settings = export_saved_model(model, temp_dir, **export_kwargs)
         if tf.io.gfile.exists(final_dir):
