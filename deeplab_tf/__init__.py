@@ -12,7 +12,7 @@ Example:
 
 import os
 
-from deeplab_tf._keras_registration import register_when_keras_loads
+from deeplab_tf._keras_registration import register_pending, register_when_keras_loads
 from deeplab_tf._lazy import lazy_exports
 
 # TensorFlow's C++ start-up logging drowns the messages users need; callers may override it.
@@ -39,7 +39,14 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, quiet_tensorflow=True)
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS, quiet_tensorflow=True)
+
+
+def __getattr__(name):
+    value = _lazy_getattr(name)
+    register_pending()
+    return value
+
 
 # keras.saving.load_model finds our classes once Keras loads (not before: --help stays free of TensorFlow).
 register_when_keras_loads()

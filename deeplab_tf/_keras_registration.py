@@ -14,27 +14,50 @@ import sys
 
 # The modules whose classes carry @keras.saving.register_keras_serializable (deeplab_tf.saving imports the rest).
 _KERAS_MODULES = ("deeplab_tf.saving",)
+_pending = False
 
 
 def _register():
-    for module in _KERAS_MODULES:
-        importlib.import_module(module)
+    global _pending
+    try:
+        for module in _KERAS_MODULES:
+            importlib.import_module(module)
+        _pending = False
+    except ImportError:
+        # Keras was first imported by one of our own modules, half-way through its import: importing them back
+        # now is circular. The package's next public name registers them (`register_pending`).
+        _pending = True
+
+
+def register_pending():
+    """Registers our classes if Keras' import came too early for it (see `_register`)."""
+    if _pending:
+        _register()
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):
-    """Finds `keras` as the other finders do, and registers our classes once its module has run."""
+    """Finds `keras` as the other finders do, and registers our classes once its module has run. Stays in place
+    until then: TensorFlow looks Keras up (`importlib.util.find_spec`) long before anything imports it."""
+
+    def __init__(self):
+        self._searching = False
 
     def find_spec(self, name, path, target=None):
-        if name != "keras":
+        if name != "keras" or self._searching:
             return None
-        sys.meta_path.remove(self)  # One shot; also keeps the search below from finding this finder again.
-        spec = importlib.util.find_spec(name)
+        self._searching = True  # The search below goes through sys.meta_path again.
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._searching = False
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
             exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             _register()
 
         spec.loader.exec_module = exec_then_register

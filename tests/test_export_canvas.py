@@ -116,7 +116,7 @@ def _canvas_choice(workdir, *flag_args):
     """deeplab-export's canvas and its source for these flags, without exporting."""
     with flagsaver.flagsaver():
         flags.FLAGS(["deeplab-export", f"--checkpoint={workdir}", *flag_args])
-        return export_cli._eval_crop_size(workdir, export_cli.common.inference_options()["eval_crop_size"])
+        return export_cli.common.eval_crop_size(workdir)
 
 
 def test_the_flag_overrides_the_workdir_and_none_is_own_size(run, tmp_path):
@@ -126,10 +126,10 @@ def test_the_flag_overrides_the_workdir_and_none_is_own_size(run, tmp_path):
     assert _canvas_choice(run["workdir"], "--eval_crop_size=none") == (None, "--eval_crop_size")
     bare = str(tmp_path / "bare")
     shutil.copytree(run["workdir"], bare, ignore=shutil.ignore_patterns("config.json"))
-    assert _canvas_choice(bare) == (None, f"{bare} records no eval canvas")
+    assert _canvas_choice(bare) == (None, "no --eval_crop_size, none recorded")
     with open(os.path.join(bare, "config.json"), "w") as f:
         json.dump({"config": {"dataset": {"eval_crop_size": []}}}, f)
-    assert _canvas_choice(bare) == (None, f"{bare} records no eval canvas")
+    assert _canvas_choice(bare) == (None, "no --eval_crop_size, none recorded")
 
 
 @pytest.mark.parametrize("value", ["0", "49,x", "1,2,3", "-5"])
