@@ -6,10 +6,12 @@ text from `__main__` (the pip-generated wrapper, which has no docstring) and lis
 named by sys.argv[0] (the wrapper's path, which defines none). absl also exits 1 after printing help.
 """
 
+import logging as python_logging
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+from absl import logging as absl_logging
 
 from deeplab_tf.constants import ASSUME_FROZEN_WEIGHTS
 
@@ -32,6 +34,11 @@ def parse_flags(argv):
         raise
 
 
+def _hide_tensorflow_info(record):
+    """Drops INFO (and DEBUG) records logged from TensorFlow's own modules; keeps warnings and ours."""
+    return record.levelno >= python_logging.WARNING or f"{os.sep}tensorflow{os.sep}" not in record.pathname
+
+
 def run(main, module_name="__main__", *, flags_parser=parse_flags, inference_only=False):
     """Runs `main` as app.run does, with `module_name`'s docstring and key flags as the usage text.
 
@@ -48,9 +55,9 @@ def run(main, module_name="__main__", *, flags_parser=parse_flags, inference_onl
 
     def quiet_main(argv):
         # TensorFlow's Python INFO lines (checkpoint sharding, ~300 renamed captures while saving) bury the
-        # tool's own report; --verbosity=0 shows them again.
+        # tool's own report and progress (absl INFO, kept); --verbosity=0 shows them again.
         if not flags.FLAGS["verbosity"].present:
-            logging.set_verbosity(logging.WARNING)
+            absl_logging.get_absl_handler().addFilter(_hide_tensorflow_info)
         return main(argv)
 
     if module_name != "__main__":
