@@ -236,7 +236,7 @@ def test_label_values_beyond_the_classes_name_the_image(tmp_path):
         evaluator.evaluate(model, pattern, num_classes=21)
     assert str(error.value) == (
         f"image '2007_000040' of '{pattern}': labels hold values outside [0, 21) other than the "
-        "ignore label 255; check the dataset's num_classes and its label maps")
+        "ignore label 255 ([40]); check the dataset's num_classes and its label maps")
 
 
 @pytest.mark.parametrize("fault, message", [

@@ -22,7 +22,7 @@ _SHOWN_VALUES = 10
 def op_error_summary(error):
     """The part of a TensorFlow op error a user can act on: an assertion's own message, else the
     first line of the message that is not graph traceback."""
-    assertion = re.search(r"assertion failed: \[(.*?)\] \[", error.message, re.DOTALL)
+    assertion = re.search(r"assertion failed: \[(.*?)\](?: \[|\s*$|\n)", error.message, re.DOTALL)
     if assertion:
         return assertion.group(1).replace("\\'", "'")
     lines = [line for line in error.message.splitlines() if line.strip() and not line.startswith(

@@ -20,6 +20,23 @@ import tensorflow as tf
 from deeplab_tf.constants import IGNORE_LABEL
 
 
+def check_label_range(labels, *, num_classes, ignore_label=IGNORE_LABEL):
+    """An op that fails, naming a few of the values, when `labels` hold a value outside [0, num_classes) other
+    than `ignore_label`.
+
+    Without it a negative label silently drops out of the confusion matrix (a negative segment id) and the loss
+    on a GPU turns NaN; on a CPU the loss fails with an error that names neither the ignore label nor the fix.
+    """
+    labels = tf.reshape(labels, [-1])
+    outside = tf.logical_and(tf.not_equal(labels, tf.cast(ignore_label, labels.dtype)),
+                             tf.logical_or(labels < 0, labels >= tf.cast(num_classes, labels.dtype)))
+    message = tf.strings.format(
+        f"labels hold values outside [0, {{}}) other than the ignore label {ignore_label} ({{}}); check the "
+        "dataset's num_classes and its label maps", (num_classes, tf.unique(tf.boolean_mask(labels, outside))[0]),
+        summarize=10)
+    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(outside)), [message])
+
+
 def confusion_matrix(labels, predictions, *, num_classes, ignore_label=IGNORE_LABEL):
     """Counts of (ground truth, prediction) pairs over the labelled pixels: int64 [C, C].
 
@@ -36,11 +53,7 @@ def confusion_matrix(labels, predictions, *, num_classes, ignore_label=IGNORE_LA
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     predictions = tf.reshape(tf.cast(predictions, tf.int64), [-1])
     valid = tf.not_equal(labels, ignore_label)
-    check = tf.debugging.assert_less(
-        tf.where(valid, labels, 0), tf.cast(num_classes, tf.int64),
-        message=f"labels hold values outside [0, {num_classes}) other than the ignore label "
-                f"{ignore_label}; check the dataset's num_classes and its label maps")
-    with tf.control_dependencies([check]):
+    with tf.control_dependencies([check_label_range(labels, num_classes=num_classes, ignore_label=ignore_label)]):
         pairs = tf.where(valid, labels * num_classes + predictions, 0)
     counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.int64), pairs, num_classes * num_classes)
     return tf.reshape(counts, [num_classes, num_classes])

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from deeplab_tf.constants import IGNORE_LABEL
+from deeplab_tf.evaluation.metrics import check_label_range
 
 
 def resize_labels_nearest(labels, size):
@@ -24,6 +25,9 @@ def pixel_cross_entropy(labels, logits, *, ignore_label=IGNORE_LABEL, class_weig
     """
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     logits = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])
+    with tf.control_dependencies([check_label_range(labels, num_classes=tf.shape(logits)[-1],
+                                                    ignore_label=ignore_label)]):
+        labels = tf.identity(labels)
     valid = tf.not_equal(labels, ignore_label)
     # Ignored pixels get a dummy class 0 and a zero weight, which also zeroes their gradient.
     safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
