@@ -11,6 +11,7 @@ import os
 import re
 
 import ml_collections
+import tensorflow as tf
 
 from deeplab_tf.data import faults
 from deeplab_tf.data.errors import DataError
@@ -333,11 +334,23 @@ def check_config(config, *, num_replicas):
         requested_weights(train.class_weights, num_classes)
 
 
-def check_inputs(config, *, log=print):
-    """Checks the records before the workdir is made: ValueError naming config.dataset.train_pattern or eval_pattern
-    when it matches no file (the eval pattern was found after the training), DataError when the first batches of the
-    training records hold no labelled pixel (a warning with config.train.allow_unlabelled_batches): such a run
-    trained to the end at loss 0."""
+def check_init_checkpoint(path):
+    """FileNotFoundError naming config.train.init_checkpoint when `path` is neither a checkpoint prefix nor a
+    folder."""
+    if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
+        raise FileNotFoundError(f"config.train.init_checkpoint={path!r} does not exist: give an ImageNet TF-slim "
+                                f"checkpoint (resnet_v1_101.ckpt), a checkpoint of the original release or an "
+                                f"earlier stage's workdir.")
+
+
+def check_inputs(config, *, resuming=False, log=print):
+    """Checks the inputs before the workdir is made: ValueError naming config.dataset.train_pattern or eval_pattern
+    when it matches no file (the eval pattern was found after the training), FileNotFoundError naming
+    config.train.init_checkpoint when a run that does not resume would start from a missing one (found after the
+    workdir and its lock were made), DataError when the first batches of the training records hold no labelled
+    pixel (a warning with config.train.allow_unlabelled_batches): such a run trained to the end at loss 0."""
+    if config.train.init_checkpoint and not resuming:
+        check_init_checkpoint(config.train.init_checkpoint)
     for pattern in (config.dataset.train_pattern, config.dataset.eval_pattern):
         if pattern:
             list_files(pattern.split(","))

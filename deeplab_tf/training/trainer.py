@@ -26,7 +26,7 @@ from deeplab_tf.modeling import DeepLabV3, release, resnet
 from deeplab_tf.modeling.checkpoints import checkpoint_prefix, load_slim_backbone
 from deeplab_tf.modeling.precision import dtype_policy
 from deeplab_tf.training.class_weights import resolve_class_weights
-from deeplab_tf.training.config import check_config, check_inputs
+from deeplab_tf.training.config import check_config, check_init_checkpoint, check_inputs
 from deeplab_tf.training.optimizers import make_optimizer
 from deeplab_tf.training.schedules import PolyLearningRate
 from deeplab_tf.training.step import make_train_step
@@ -84,10 +84,7 @@ def initialize_from(model, path, *, exclude=("logits",), optimizer=None, global_
     values. With `optimizer` and `global_step` (config.train.init_continue) the momentum slots and the step
     are taken too, to continue that training. Returns a printable summary.
     """
-    if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
-        raise FileNotFoundError(f"config.train.init_checkpoint={path!r} does not exist: give an ImageNet TF-slim "
-                                f"checkpoint (resnet_v1_101.ckpt), a checkpoint of the original release or an "
-                                f"earlier stage's workdir.")
+    check_init_checkpoint(path)
     if release.is_release_checkpoint(path):
         _check_release_structure(model, release.inspect_release_checkpoint(path))
         return release.load_release_checkpoint(model, path, exclude=exclude, optimizer=optimizer,
@@ -271,7 +268,7 @@ def train(config, workdir, *, strategy=None, run_info=None, log=print, break_loc
     # only the chief writes into workdir.
     resume_dir, own = workdir_lib.checkpoint_dir(workdir), own_workdir(strategy, workdir)
     check_config(config, num_replicas=strategy.num_replicas_in_sync)
-    check_inputs(config, log=log)
+    check_inputs(config, resuming=tf.train.latest_checkpoint(resume_dir) is not None, log=log)
     if own != workdir:  # A non-chief synchronous worker: its checkpoints are scratch, ~1 GB even for a small model.
         try:
             return _train(config, own, strategy, resume_dir=resume_dir, run_info=run_info, log=log)
