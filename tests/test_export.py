@@ -394,6 +394,19 @@ def test_a_bad_image_in_a_batch_is_named_by_its_index(loaded, image_files, bad_i
     _assert_serves(loaded, image_files)
 
 
+def test_a_jpeg_cut_short_logs_at_most_one_line(loaded, capfd):
+    """libjpeg wrote "Improper call to JPEG library" to the server's stderr twice per JPEG cut short before its
+    first scan (reading the header, then decoding it); such a file now never reaches it, and one cut later gets
+    TensorFlow's one line ("Premature end of JPEG data")."""
+    scan = _JPEG.index(b"\xff\xda")
+    for cut, lines in [(8, 0), (scan, 0), (scan + 40, 1)]:
+        capfd.readouterr()
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image 0 of the batch: corrupt or truncated"):
+            loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([_JPEG[:cut]]))
+        logged = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+        assert not any("Improper call" in line for line in logged) and len(logged) <= lines, (cut, logged)
+
+
 def test_saved_model_cli_run_names_the_bad_image_of_a_batch(exported, image_files, tmp_path):
     """The session loader (as TF Serving's) runs the per-image checks too."""
     np.save(tmp_path / "request.npy", np.array([image_files[0][1], b""], dtype=object))

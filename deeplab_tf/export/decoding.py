@@ -61,10 +61,18 @@ def _is_image_format(image_bytes):
                                    _is_webp(image_bytes)]))
 
 
+def _has_jpeg_scan(image_bytes):
+    """Whether the bytes hold a start-of-scan marker (FF DA), which ends a JPEG's header."""
+    data = tf.io.decode_raw(image_bytes, tf.uint8)
+    return tf.reduce_any(tf.logical_and(tf.equal(data[:-1], 0xFF), tf.equal(data[1:], 0xDA)))
+
+
 def _jpeg_shape(image_bytes):
     """[height, width, components] from a JPEG's header; zeros for other formats and unreadable headers.
-    (Only JPEGs reach libjpeg, which would log "Not a JPEG file" for every other image served.)"""
-    return tf.cond(tf.io.is_jpeg(image_bytes),
+    Only JPEGs whose header is whole reach libjpeg: it writes "Not a JPEG file" for other images, and
+    "Improper call to JPEG library" for a file cut short before its first scan, straight to the server's
+    stderr, once per call."""
+    return tf.cond(tf.logical_and(tf.io.is_jpeg(image_bytes), _has_jpeg_scan(image_bytes)),
                    lambda: _or_fallback(tf.image.extract_jpeg_shape, image_bytes, tf.zeros([3], tf.int32)),
                    lambda: tf.zeros([3], tf.int32))
 
@@ -213,8 +221,12 @@ def decode_image_bytes(image_bytes, max_image_pixels, index):
     # IHDR's bit depth and colour type (0: greyscale).
     grey16 = tf.logical_and(_is_png(image_bytes), _starts_with(image_bytes, b"\x10\x00", 24))
 
+    # A JPEG whose header cannot be read is not decoded either: it cannot succeed, and libjpeg would log again.
+    unreadable_jpeg = tf.logical_and(tf.io.is_jpeg(image_bytes), jpeg_shape[0] == 0)
+
     def decode(data):
-        return tf.case([(jpeg_as_pillow, lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")),
+        return tf.case([(unreadable_jpeg, lambda: tf.zeros([0, 0, 3], tf.uint8)),
+                        (jpeg_as_pillow, lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")),
                         (grey16, lambda: _grey16_png(data)),
                         # WebP decodes only to its own channels (RGB or RGBA).
                         (_is_webp(data), lambda: tf.ensure_shape(
