@@ -1,5 +1,6 @@
 import gc
 import os
+import sys
 
 import pytest
 
@@ -11,4 +12,7 @@ def _free_each_modules_models():
     """Collects what a test module's fixtures held (models, traced functions, TFLite converters) before the next
     module builds its own, so the suite's one process does not grow by every module's peak."""
     yield
+    segment = sys.modules.get("deeplab_tf.evaluation.segment")
+    if segment is not None:  # its cache keeps the last models segmented, and their traced functions, alive
+        segment._predict_fn.cache_clear()
     gc.collect()

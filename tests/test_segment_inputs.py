@@ -147,3 +147,13 @@ def test_a_model_mistake_gets_one_line_before_tracing(untraced, not_a_model, mes
     with pytest.raises(TypeError, match=message) as raised:
         deeplab_tf.segment(not_a_model, RGB)
     assert "\n" not in str(raised.value)
+
+
+def test_a_models_prediction_function_is_built_once_per_options(model):
+    """deeplab-vis calls segment per image: its prediction function is built once per model and options and
+    then reused (a misplaced cache once rebuilt and retraced it for every image)."""
+    segment_lib._predict_fn.cache_clear()
+    for image in (RGB, RGB[:30, :37], RGB[::-1]):
+        deeplab_tf.segment(model, image)
+    info = segment_lib._predict_fn.cache_info()
+    assert (info.misses, info.hits) == (1, 2), info

@@ -162,7 +162,6 @@ def fits_crop(image, eval_crop_size):
     return not eval_crop_size or (image.shape[0] <= eval_crop_size[0] and image.shape[1] <= eval_crop_size[1])
 
 
-@functools.lru_cache(maxsize=4)
 def _check_model(model):
     """A TypeError naming what was passed unless `model` can segment (it failed inside a tf.function)."""
     if isinstance(model, (str, os.PathLike)):
@@ -173,6 +172,7 @@ def _check_model(model):
                         f"callable from images to logits), got {type(model).__name__}.")
 
 
+@functools.lru_cache(maxsize=4)
 def _predict_fn(model, scales, flip, window_size, eval_crop_size, output):
     """One traced prediction function per model and options (a few kept, each holding its model); an image
     larger than the eval crop gets `inference.canvas_for`'s canvas, as in deeplab-vis and the served model."""
