@@ -5,6 +5,10 @@ import sys
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's oneDNN build keeps large tensors in a pool it never returns to the system: the suite's one process
+# grew by each module's peak (a freed 3 GB tensor left RSS at 7 GB) to over 12 GB, and CI was killed for memory.
+# The system allocator returns what is freed; the console scripts the tests start inherit it.
+os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 
 @pytest.fixture(scope="module", autouse=True)
