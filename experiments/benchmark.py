@@ -49,6 +49,8 @@ flags.DEFINE_integer("repeats", 5, "Timed repetitions after two warm-up runs.")
 flags.DEFINE_list("precisions", list(PRECISIONS),
                   "Keras dtype policies to time, interleaved (float32, mixed_bfloat16).")
 flags.DEFINE_bool("peak", True, "Measure and print the machine's matmul rate per precision first.")
+flags.DEFINE_integer("peak_size", 4096, "Side of the square matmuls the peak is measured on (smaller: quicker, "
+                     "below the peak).")
 flags.DEFINE_string("_child", None, "Internal: run one case in this process and print JSON.")
 FLAGS = flags.FLAGS
 
@@ -150,7 +152,7 @@ def _run_case(name):
     import tensorflow as tf
 
     if name == "peak":
-        return {precision: matmul_peak(precision) for precision in FLAGS.precisions}
+        return {precision: matmul_peak(precision, size=FLAGS.peak_size) for precision in FLAGS.precisions}
     steps = {precision: _build_step(name, precision) for precision in FLAGS.precisions}
     for _ in range(2):  # warm-up: tracing and oneDNN's first-call set-up
         for _, step, args in steps.values():
@@ -190,10 +192,10 @@ def main(argv):
         if name not in CASES:
             raise app.UsageError(f"--cases: unknown case {name!r}; known: {', '.join(CASES)}")
     child_flags = [f"--size={FLAGS.size}", f"--repeats={FLAGS.repeats}", f"--precisions={','.join(FLAGS.precisions)}",
-                   f"--batch={FLAGS.batch}"]
+                   f"--batch={FLAGS.batch}", f"--peak_size={FLAGS.peak_size}"]
     peaks = run_child("peak", *child_flags) if FLAGS.peak else {}
     for precision, rate in peaks.items():
-        print(f"matmul peak {precision:<15} {rate:7.0f} GFLOP/s (chain of 4096^2 matmuls, median of 5)")
+        print(f"matmul peak {precision:<15} {rate:7.0f} GFLOP/s (chain of {FLAGS.peak_size}^2 matmuls, median of 5)")
     print(f"{'case':<18} {'precision':<15} {'s/step':>8} {'img/s':>7} {'vs fp32':>8} {'GFLOP':>7} {'GFLOP/s':>8} "
           f"{'% peak':>7} {'peak MiB':>9}   ({FLAGS.size}x{FLAGS.size}, median of {FLAGS.repeats}, precisions "
           f"interleaved; peak memory is the case's process, all its precisions)")

@@ -1,7 +1,7 @@
 """Ours beside torchvision (eager and torch.compile) and TF Model Garden: the README's speed table.
 
-Every cell is one process timing one implementation (random weights, 513x513, median of 10 calls
-after warm-up; see `experiments/benchmark.py` and `experiments/peers/`), run one at a time so that
+Every cell is one process timing one implementation (random weights, 513x513 unless --size says
+otherwise, median of 10 calls after warm-up unless --repeats says otherwise; see `experiments/benchmark.py` and `experiments/peers/`), run one at a time so that
 none halves another on a 2-core machine; `--rounds` repeats the whole table, interleaved, and keeps
 each cell's median. The peers run in their own virtualenvs (experiments/README.md, "Peers"); a
 column whose interpreter is not given is left out. Then prints our speed-ups over each peer in the
@@ -46,6 +46,8 @@ flags.DEFINE_string("torch_python", None, "Python of a virtualenv with torch and
 flags.DEFINE_string("model_garden_python", None, "Python of a virtualenv with tf-models-official.")
 flags.DEFINE_list("rows", list(ROWS), "Rows (cases) to time.")
 flags.DEFINE_integer("rounds", 1, "Times the whole table is run, interleaved; each cell keeps its median.")
+# --size (513) and --repeats are experiments.benchmark's flags, passed to every cell; here 10 repeats by default.
+flags.FLAGS.set_default("repeats", 10)
 FLAGS = flags.FLAGS
 
 _SECONDS = re.compile(r"([0-9.]+) s/(?:image|step)")
@@ -56,14 +58,25 @@ def _peer_seconds(column, output_stride, what):
     if what == "train" and "compile" in column:
         return None
     command = [getattr(FLAGS, interpreter_flag), os.path.join(os.path.dirname(__file__), "peers", script),
-               f"--output_stride={output_stride}", f"--what={what}", *arguments]
+               f"--output_stride={output_stride}", f"--what={what}", f"--size={FLAGS.size}",
+               f"--repeats={FLAGS.repeats}", *arguments]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return float(_SECONDS.search(output.strip().splitlines()[-1]).group(1))
 
 
 def _our_seconds(case):
-    results = benchmark.run_child(case, "--repeats=10", f"--precisions={','.join(OURS.values())}")
+    results = benchmark.run_child(case, f"--size={FLAGS.size}", f"--repeats={FLAGS.repeats}",
+                                  f"--precisions={','.join(OURS.values())}")
     return {r["precision"]: r["seconds"] for r in results}, results[0]["gflop"]
+
+
+def _cpu_model():
+    """The CPU's model name as /proc/cpuinfo gives it (speed figures are only comparable on one CPU)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
 
 
 def _table(columns, cells):
@@ -80,6 +93,8 @@ def main(argv):
         if case not in ROWS:
             raise app.UsageError(f"--rows: unknown {case!r}; known: {', '.join(ROWS)}")
     columns = [c for c, (interpreter_flag, *_) in PEERS.items() if getattr(FLAGS, interpreter_flag)] + list(OURS)
+    print(f"CPU: {_cpu_model()}, {len(os.sched_getaffinity(0))} cores; {FLAGS.size}x{FLAGS.size}, median of "
+          f"{FLAGS.repeats} calls per cell, {FLAGS.rounds} round(s)")
     samples = {case: {column: [] for column in columns} for case in FLAGS.rows}
     work = {}
     for round_ in range(FLAGS.rounds):
@@ -99,7 +114,7 @@ def main(argv):
              for case, row in samples.items()}
     print(_table(columns, cells))
 
-    peaks = benchmark.run_child("peak", f"--precisions={','.join(OURS.values())}")
+    peaks = benchmark.run_child("peak", f"--precisions={','.join(OURS.values())}", f"--peak_size={FLAGS.peak_size}")
     print("\nOur speed-up over each peer in the same precision (peer seconds / ours; > 1: we are faster):")
     peer_columns = [c for c in columns if c not in OURS]
     print("| work | " + " | ".join(peer_columns) + " |\n" + "|---" * (len(peer_columns) + 1) + "|")
@@ -111,7 +126,7 @@ def main(argv):
             ratios.append("—" if peer is None else f"{peer / ours:.2f}x")
         print(f"| {ROWS[case][0]} | " + " | ".join(ratios) + " |")
     print(f"\nMachine: matmul {peaks['float32']:.0f} GFLOP/s float32, {peaks['mixed_bfloat16']:.0f} bfloat16 "
-          "(chain of 4096^2 matmuls, median of 5). Ours against it:")
+          f"(chain of {FLAGS.peak_size}^2 matmuls, median of 5). Ours against it:")
     for case in FLAGS.rows:
         rates = [f"{column} {work[case] / cells[case][column]:.0f} GFLOP/s "
                  f"({100 * work[case] / cells[case][column] / peaks[precision]:.0f}%)"

@@ -101,8 +101,8 @@ def _run(*args):
 
 def test_benchmark_prints_rates_and_shares_of_the_matmul_peak():
     output = _run("experiments.benchmark", "--cases=r50_os16_infer", "--size=65", "--repeats=1",
-                  "--precisions=float32")
-    assert re.search(r"matmul peak float32\s+\d+ GFLOP/s", output)
+                  "--precisions=float32", "--peak_size=1024")
+    assert re.search(r"matmul peak float32\s+\d+ GFLOP/s \(chain of 1024\^2 matmuls", output)
     row = next(line for line in output.splitlines() if line.startswith("r50_os16_infer"))
     seconds, gflop, rate, share = (row.split()[i] for i in (2, 5, 6, 7))
     assert float(gflop) > 0 and share.endswith("%")
@@ -121,10 +121,15 @@ def test_compare_peers_prints_the_table_and_our_speedups(tmp_path):
     """Columns only for the interpreters given (here a fake 'torch' one printing a peer's line) and ours;
     the ratio table divides the peer's seconds by ours."""
     fake = tmp_path / "peer_python"
-    fake.write_text("#!/bin/sh\necho 'torchvision eager infer R101 OS16 float32 (torch x): "
-                    "0.500 s/image median, 0.4 min'\n")
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'peer_arguments'}\n"
+                    "echo 'torchvision eager infer R101 OS16 float32 (torch x): 0.500 s/image median, 0.4 min'\n")
     os.chmod(fake, 0o755)
-    output = _run("experiments.compare_peers", "--rows=r101_os16_infer", f"--torch_python={fake}")
+    output = _run("experiments.compare_peers", "--rows=r101_os16_infer", f"--torch_python={fake}", "--size=65",
+                  "--repeats=1", "--peak_size=1024")
+    assert re.search(r"^CPU: \S.*, \d+ cores; 65x65, median of 1 calls per cell, 1 round", output, re.MULTILINE)
+    # Every peer cell ran at the size and repeats given (four torch columns: eager and compile, fp32 and bf16).
+    peer_calls = (tmp_path / "peer_arguments").read_text().splitlines()
+    assert len(peer_calls) == 4 and all("--size=65 --repeats=1" in call for call in peer_calls), peer_calls
     header = next(line for line in output.splitlines() if line.startswith("| work"))
     assert "torch eager fp32" in header and "ours fp32" in header and "Model Garden" not in header
     row = next(line for line in output.splitlines() if line.startswith("| R101 OS16 inference"))

@@ -23,13 +23,12 @@ from official.vision.modeling.decoders.aspp import ASPP  # noqa: E402
 from official.vision.modeling.heads.segmentation_heads import SegmentationHead  # noqa: E402
 from official.vision.modeling.segmentation_model import SegmentationModel  # noqa: E402
 
-SIZE = 513
 
 
-def build(output_stride):
+def build(output_stride, size):
     level = {16: 4, 8: 3}[output_stride]
     backbone = DilatedResNet(model_id=101, output_stride=output_stride,
-                             input_specs=tf_keras.layers.InputSpec(shape=[None, SIZE, SIZE, 3]))
+                             input_specs=tf_keras.layers.InputSpec(shape=[None, size, size, 3]))
     decoder = ASPP(level=level, dilation_rates=[6, 12, 18] if output_stride == 16 else [12, 24, 36])
     return SegmentationModel(backbone, decoder, SegmentationHead(num_classes=21, level=level, num_convs=1))
 
@@ -38,19 +37,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
     parser.add_argument("--what", default="infer", choices=["infer", "train"])
+    parser.add_argument("--size", type=int, default=513, help="square input size")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls after the warm-up")
     args = parser.parse_args()
     tf.random.set_seed(0)
-    model = build(args.output_stride)
+    model = build(args.output_stride, args.size)
+    size = args.size
 
     def logits(images, training):
-        return tf.image.resize(model(images, training=training)["logits"], [SIZE, SIZE])
+        return tf.image.resize(model(images, training=training)["logits"], [size, size])
 
     if args.what == "infer":
-        inputs = (tf.random.uniform([1, SIZE, SIZE, 3], 0, 255),)
+        inputs = (tf.random.uniform([1, size, size, 3], 0, 255),)
         step = tf.function(lambda images: tf.argmax(logits(images, False), axis=-1))
     else:
-        inputs = (tf.random.uniform([2, SIZE, SIZE, 3], 0, 255),
-                  tf.random.uniform([2, SIZE, SIZE], 0, 21, dtype=tf.int32))
+        inputs = (tf.random.uniform([2, size, size, 3], 0, 255),
+                  tf.random.uniform([2, size, size], 0, 21, dtype=tf.int32))
         optimizer = tf_keras.optimizers.SGD(learning_rate=1e-3, momentum=0.9)
 
         @tf.function
@@ -65,7 +67,7 @@ def main():
     for _ in range(3):
         step(*inputs).numpy()
     seconds = []
-    for _ in range(10):
+    for _ in range(args.repeats):
         start = time.perf_counter()
         step(*inputs).numpy()
         seconds.append(time.perf_counter() - start)

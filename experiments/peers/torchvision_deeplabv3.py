@@ -42,6 +42,8 @@ def main():
     parser.add_argument("--mode", default="eager", choices=["eager", "compile"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--what", default="infer", choices=["infer", "train"])
+    parser.add_argument("--size", type=int, default=513, help="square input size")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls after the warm-up")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -49,8 +51,8 @@ def main():
     if args.mode == "compile":
         model = torch.compile(model)
     batch = 1 if args.what == "infer" else 2
-    images = torch.rand(batch, 3, 513, 513).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 21, (batch, 513, 513))
+    images = torch.rand(batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 21, (batch, args.size, args.size))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def autocast():
@@ -73,7 +75,7 @@ def main():
     for _ in range(3):
         run()
     seconds = []
-    for _ in range(10):
+    for _ in range(args.repeats):
         start = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - start)
