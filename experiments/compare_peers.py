@@ -1,21 +1,27 @@
-"""Ours beside torchvision (eager and torch.compile) and TF Model Garden: the README's speed table.
+"""Ours beside torchvision (eager, torch.compile), TF Model Garden and OpenVINO: the README's speed table.
 
 Every cell is one process timing one implementation (random weights, 513x513 unless --size says
 otherwise, median of 10 calls after warm-up unless --repeats says otherwise; see `experiments/benchmark.py` and `experiments/peers/`), run one at a time so that
 none halves another on a 2-core machine; `--rounds` repeats the whole table, interleaved, and keeps
 each cell's median. The peers run in their own virtualenvs (experiments/README.md, "Peers"); a
-column whose interpreter is not given is left out. Then prints our speed-ups over each peer in the
-same precision, and our rate against the machine's measured matmul rate.
+column whose interpreter is not given is left out. The OpenVINO columns run our own model, as the
+float32 TFLite file deeplab-export writes (`--tflite_path`; random weights, batch norm folded), written
+here once per inference row into a temporary folder removed at the end; like our cells, it returns the
+labels. Then prints our speed-ups over each peer in the same precision, and our rate against the
+machine's measured matmul rate.
 
     python -m experiments.compare_peers --torch_python=/tmp/torchenv/bin/python \\
-        --model_garden_python=/tmp/mgenv/bin/python --rounds=2
+        --model_garden_python=/tmp/mgenv/bin/python --openvino_python=/tmp/ovenv/bin/python --rounds=2
 """
 
+import concurrent.futures
+import multiprocessing
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,7 +35,8 @@ ROWS = {
     "r101_os16_train": ("R101 OS16 training step, batch 2", 16, "train"),
     "r101_os8_infer": ("R101 OS8 inference, batch 1", 8, "infer"),
 }
-# column: (interpreter flag, script, extra arguments, precision); torch.compile times inference only.
+# column: (interpreter flag, script, extra arguments, precision); OpenVINO's bf16 is its CPU plugin's bf16
+# inference precision on the float32 model, the counterpart of our mixed_bfloat16.
 PEERS = {
     "torch eager fp32": ("torch_python", "torchvision_deeplabv3.py", ["--mode=eager", "--dtype=float32"], "float32"),
     "torch eager bf16": ("torch_python", "torchvision_deeplabv3.py", ["--mode=eager", "--dtype=bfloat16"],
@@ -39,11 +46,16 @@ PEERS = {
     "torch.compile bf16": ("torch_python", "torchvision_deeplabv3.py", ["--mode=compile", "--dtype=bfloat16"],
                            "mixed_bfloat16"),
     "Model Garden fp32": ("model_garden_python", "model_garden_deeplabv3.py", [], "float32"),
+    "OpenVINO fp32": ("openvino_python", "openvino_deeplabv3.py", ["--dtype=float32"], "float32"),
+    "OpenVINO bf16": ("openvino_python", "openvino_deeplabv3.py", ["--dtype=bfloat16"], "mixed_bfloat16"),
 }
+# Columns (by prefix) that time inference only.
+INFERENCE_ONLY = ("torch.compile", "OpenVINO")
 OURS = {"ours fp32": "float32", "ours bf16": "mixed_bfloat16"}
 
 flags.DEFINE_string("torch_python", None, "Python of a virtualenv with torch and torchvision.")
 flags.DEFINE_string("model_garden_python", None, "Python of a virtualenv with tf-models-official.")
+flags.DEFINE_string("openvino_python", None, "Python of a virtualenv with openvino (it runs our exported model).")
 flags.DEFINE_list("rows", list(ROWS), "Rows (cases) to time.")
 flags.DEFINE_integer("rounds", 1, "Times the whole table is run, interleaved; each cell keeps its median.")
 # --size (513) and --repeats are experiments.benchmark's flags, passed to every cell; here 10 repeats by default.
@@ -53,15 +65,40 @@ FLAGS = flags.FLAGS
 _SECONDS = re.compile(r"([0-9.]+) s/(?:image|step)")
 
 
-def _peer_seconds(column, output_stride, what):
+def _peer_seconds(column, output_stride, what, our_model):
+    """Seconds of one peer cell; `our_model`: the TFLite file of the row the OpenVINO columns run."""
     interpreter_flag, script, arguments, _ = PEERS[column]
-    if what == "train" and "compile" in column:
+    if what == "train" and column.startswith(INFERENCE_ONLY):
         return None
     command = [getattr(FLAGS, interpreter_flag), os.path.join(os.path.dirname(__file__), "peers", script),
                f"--output_stride={output_stride}", f"--what={what}", f"--size={FLAGS.size}",
                f"--repeats={FLAGS.repeats}", *arguments]
+    if interpreter_flag == "openvino_python":
+        command.append(f"--model={our_model}")
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return float(_SECONDS.search(output.strip().splitlines()[-1]).group(1))
+
+
+def _write_tflite(case, folder):
+    """Writes the case's model as deeplab-export --tflite_path does (SavedModel, then its float-image signature
+    to TFLite), with random weights and batch norm folded as our inference cells run it (`benchmark.CASES`)."""
+    from deeplab_tf import export
+    from deeplab_tf.modeling import DeepLabV3
+    from deeplab_tf.modeling.folding import fold_batch_norm
+
+    backbone, output_stride, _, _ = benchmark.CASES[case]
+    model = fold_batch_norm(DeepLabV3(num_classes=21, backbone=backbone, output_stride=output_stride))
+    saved_model = os.path.join(folder, case)
+    export.export_saved_model(model, saved_model)
+    return export.export_tflite(saved_model, saved_model + ".tflite")
+
+
+def _export_for_openvino(folder):
+    """{inference row: its TFLite file in `folder`}, written in a process of its own: the export's memory
+    leaves with it instead of staying in this one while the cells run (spawned: this process has TensorFlow)."""
+    cases = [case for case in FLAGS.rows if ROWS[case][2] == "infer"] if FLAGS.openvino_python else []
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return {case: pool.submit(_write_tflite, case, folder).result() for case in cases}
 
 
 def _our_seconds(case):
@@ -97,19 +134,21 @@ def main(argv):
           f"{FLAGS.repeats} calls per cell, {FLAGS.rounds} round(s)")
     samples = {case: {column: [] for column in columns} for case in FLAGS.rows}
     work = {}
-    for round_ in range(FLAGS.rounds):
-        for case in FLAGS.rows:
-            _, output_stride, what = ROWS[case]
-            for column in columns:
-                if column in OURS:
-                    continue
-                seconds = _peer_seconds(column, output_stride, what)
-                if seconds is not None:
-                    samples[case][column].append(seconds)
-            ours, work[case] = _our_seconds(case)
-            for column, precision in OURS.items():
-                samples[case][column].append(ours[precision])
-            print(f"round {round_ + 1}/{FLAGS.rounds}: {ROWS[case][0]} done", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="compare_peers_") as folder:
+        our_models = _export_for_openvino(folder)
+        for round_ in range(FLAGS.rounds):
+            for case in FLAGS.rows:
+                _, output_stride, what = ROWS[case]
+                for column in columns:
+                    if column in OURS:
+                        continue
+                    seconds = _peer_seconds(column, output_stride, what, our_models.get(case))
+                    if seconds is not None:
+                        samples[case][column].append(seconds)
+                ours, work[case] = _our_seconds(case)
+                for column, precision in OURS.items():
+                    samples[case][column].append(ours[precision])
+                print(f"round {round_ + 1}/{FLAGS.rounds}: {ROWS[case][0]} done", file=sys.stderr, flush=True)
     cells = {case: {column: statistics.median(values) for column, values in row.items() if values}
              for case, row in samples.items()}
     print(_table(columns, cells))

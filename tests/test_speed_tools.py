@@ -118,25 +118,43 @@ def test_profile_ops_breaks_a_step_down():
 
 
 def test_compare_peers_prints_the_table_and_our_speedups(tmp_path):
-    """Columns only for the interpreters given (here a fake 'torch' one printing a peer's line) and ours;
-    the ratio table divides the peer's seconds by ours."""
+    """Columns only for the interpreters given (here a fake 'torch' one and a fake 'openvino' one, each printing a
+    peer's line) and ours; the ratio table divides the peer's seconds by ours in the same precision."""
     fake = tmp_path / "peer_python"
     fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'peer_arguments'}\n"
                     "echo 'torchvision eager infer R101 OS16 float32 (torch x): 0.500 s/image median, 0.4 min'\n")
+    # The OpenVINO one also records whether the model file it is given exists while it runs.
+    openvino = tmp_path / "openvino_python"
+    openvino.write_text(f"#!/bin/sh\nfor a; do case $a in --model=*) test -s \"${{a#--model=}}\" && echo \"$@\" "
+                        f">> {tmp_path / 'openvino_arguments'};; esac; done\n"
+                        "echo 'openvino infer R101 OS16 float32 (openvino x): 0.250 s/image median, 0.2 min'\n")
     os.chmod(fake, 0o755)
-    output = _run("experiments.compare_peers", "--rows=r101_os16_infer", f"--torch_python={fake}", "--size=65",
-                  "--repeats=1", "--peak_size=1024")
+    os.chmod(openvino, 0o755)
+    output = _run("experiments.compare_peers", "--rows=r101_os16_infer", f"--torch_python={fake}",
+                  f"--openvino_python={openvino}", "--size=65", "--repeats=1", "--peak_size=1024")
     assert re.search(r"^CPU: \S.*, \d+ cores; 65x65, median of 1 calls per cell, 1 round", output, re.MULTILINE)
     # Every peer cell ran at the size and repeats given (four torch columns: eager and compile, fp32 and bf16).
     peer_calls = (tmp_path / "peer_arguments").read_text().splitlines()
     assert len(peer_calls) == 4 and all("--size=65 --repeats=1" in call for call in peer_calls), peer_calls
-    header = next(line for line in output.splitlines() if line.startswith("| work"))
-    assert "torch eager fp32" in header and "ours fp32" in header and "Model Garden" not in header
-    row = next(line for line in output.splitlines() if line.startswith("| R101 OS16 inference"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    ours = float(cells[header.strip("|").split("|").index(" ours fp32 ")].split()[0])
-    ratio_row = [line for line in output.splitlines() if line.startswith("| R101 OS16 inference")][1]
+    # Both OpenVINO cells got the one model file written for the row, which is removed at the end.
+    openvino_calls = (tmp_path / "openvino_arguments").read_text().splitlines()
+    assert [re.search(r"--dtype=(\S+)", call).group(1) for call in openvino_calls] == ["float32", "bfloat16"]
+    assert all("--size=65 --repeats=1" in call for call in openvino_calls), openvino_calls
+    models = {re.search(r"--model=(\S+)", call).group(1) for call in openvino_calls}
+    assert len(models) == 1 and not os.path.exists(models.pop()), openvino_calls
+
+    def cells(prefix):  # the cells of the lines starting with `prefix`: the seconds table's, then the ratios'
+        return [[c.strip() for c in line.strip("|").split("|")] for line in output.splitlines()
+                if line.startswith(prefix)]
+
+    (columns, ratio_columns), (row, ratio_row) = cells("| work"), cells("| R101 OS16 inference")
+    assert {"torch eager fp32", "OpenVINO fp32", "OpenVINO bf16", "ours fp32"} <= set(columns), columns
+    assert not any("Model Garden" in c for c in columns)
     # The ratio is of the unrounded seconds; the table prints them to 3 decimals (half a millisecond either way).
-    ratio = ratio_row.split("|")[2].strip()
-    assert ratio.endswith("x")
-    assert round(0.5 / (ours + 0.0005), 2) <= float(ratio[:-1]) <= round(0.5 / (ours - 0.0005), 2), (ratio, ours)
+    for peer, peer_seconds, ours_column in [("torch eager fp32", 0.5, "ours fp32"),
+                                            ("OpenVINO bf16", 0.25, "ours bf16")]:
+        ours = float(row[columns.index(ours_column)].split()[0])
+        ratio = ratio_row[ratio_columns.index(peer)]
+        assert ratio.endswith("x")
+        assert (round(peer_seconds / (ours + 0.0005), 2) <= float(ratio[:-1])
+                <= round(peer_seconds / (ours - 0.0005), 2)), (peer, ratio, ours)
