@@ -11,7 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # grew by each module's peak (a freed 3 GB tensor left RSS at 7 GB) to over 12 GB, and CI was killed for memory.
 # The system allocator returns what is freed; the console scripts the tests start inherit it.
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+# glibc keeps freed memory for reuse; a heavy module's 300-400 MB of it goes back with malloc_trim (glibc only).
+_MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", lambda pad: 0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -23,4 +24,4 @@ def _free_each_modules_models():
     if segment is not None:  # its cache keeps the last models segmented, and their traced functions, alive
         segment._predict_fn.cache_clear()
     gc.collect()
-    _LIBC.malloc_trim(0)  # glibc keeps freed memory for reuse; a module's 300-400 MB of it went back this way
+    _MALLOC_TRIM(0)
